@@ -1,0 +1,300 @@
+"""``NacosTokenAuth``: an ``httpx.Auth`` that attaches the token, recognises rejections, and replays once.
+
+The request flow is written once, as a generator (:meth:`NacosTokenAuth._flow`) that yields either an
+``httpx.Request`` for httpx to send or a small command (``need a token``, ``read the body``, ``renew``);
+``sync_auth_flow`` and ``async_auth_flow`` only execute those commands, the way httpx's own auth classes are built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from httpx._multipart import MultipartStream
+
+from .errors import ConfigurationError, NacosTokenError
+from .events import AuthStats, EventHooks, TokenEvent
+from .lifecycle import RefreshPolicy, RefreshReason, Token, TokenInfo, TokenLifecycle
+from .login import LoginClient, RetrySettings
+from .protocol import (
+    LOGIN_PATHS,
+    ApiVersion,
+    RejectionClassifier,
+    RejectionKind,
+    classify_rejection,
+    parse_server_addresses,
+)
+from .refresher import TokenSource, shared_state
+from .stores.base import TokenStore
+from .stores.memory import default_store
+
+__all__ = ["NacosTokenAuth", "TokenPlacement"]
+
+log = logging.getLogger("nacos_token_client")
+
+TokenPlacement = Literal["header", "query", "bearer"]
+TOKEN_NAME = "accessToken"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_RELOGIN_KINDS = frozenset({RejectionKind.TOKEN})
+
+
+@dataclass(frozen=True, slots=True)
+class _NeedToken:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadBody:
+    response: httpx.Response
+
+
+@dataclass(frozen=True, slots=True)
+class _Renew:
+    """Log in now (the rejected request cannot be replayed), but return the original response whatever happens."""
+
+
+_Step = httpx.Request | _NeedToken | _ReadBody | _Renew
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    scheme = url.scheme.lower()
+    return (scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(scheme, 0))
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """Bodies that can be sent again: bytes, str, JSON, form (all ``ByteStream``) and multipart. Not generators."""
+    return isinstance(request.stream, (httpx.ByteStream, MultipartStream))
+
+
+class NacosTokenAuth(httpx.Auth):
+    """Token auth for Nacos-style servers, for any ``httpx.Client`` or ``httpx.AsyncClient``.
+
+    Logs in when needed (once per identity across the process), refreshes in the background past 90 % of the
+    token's life, re-logs in and replays once when the server rejects the token, and never sends the token to
+    another origin. Without a username requests pass untouched.
+    """
+
+    def __init__(
+        self,
+        server_addresses: str | Sequence[str],
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        namespace: str = "",
+        context_path: str = "/nacos",
+        api: ApiVersion = "v1",
+        token_placement: TokenPlacement = "header",
+        refresh_ratio: float = 0.9,
+        refresh_jitter: float = 0.03,
+        login_timeout: float = 30.0,
+        login_attempts: int = 3,
+        login_backoff: tuple[float, float] = (0.2, 5.0),
+        negative_cache_seconds: float = 5.0,
+        store: TokenStore | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+        verify: Any = True,
+        timeout: Any = 10.0,
+        trust_env: bool = True,
+        clock: Callable[[], float] = time.time,
+        rejection_classifier: RejectionClassifier = classify_rejection,
+        relogin_on_replaced: bool = False,
+        on_event: Callable[[TokenEvent], None] | None = None,
+    ) -> None:
+        if token_placement not in ("header", "query", "bearer"):
+            raise ConfigurationError(f"token_placement must be 'header', 'query' or 'bearer', not {token_placement!r}")
+        if username is not None and password is None:
+            raise ConfigurationError("a username needs a password")
+        self.servers = parse_server_addresses(server_addresses, context_path=context_path)
+        self.username = username
+        self.namespace = namespace
+        self.token_placement: TokenPlacement = token_placement
+        self.clock = clock
+        self._origins = frozenset(s.origin for s in self.servers)
+        self._login_paths = frozenset(s.context_path + p for s in self.servers for p in (
+            *LOGIN_PATHS.values(), "/v1/auth/users/login"))
+        self._classify = rejection_classifier
+        self._relogin_kinds = _RELOGIN_KINDS | (
+            {RejectionKind.REPLACED, RejectionKind.KICKED_OUT} if relogin_on_replaced else set())
+        self._hooks = EventHooks(on_event)
+        self._source: TokenSource | None = None
+        if username is None:
+            return
+        assert password is not None
+        policy = RefreshPolicy(refresh_ratio=refresh_ratio, jitter=refresh_jitter, login_timeout=login_timeout,
+                               negative_cache_seconds=negative_cache_seconds)
+        self.store: TokenStore = store if store is not None else default_store()
+        identity = "|".join([",".join(sorted(str(s) for s in self.servers)), username, namespace])
+        self.identity_key = "nacos-token:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+        login = LoginClient(self.servers, username, password, api=api, clock=clock,
+                            retry=RetrySettings(login_attempts, *login_backoff), transport=transport,
+                            async_transport=async_transport, verify=verify, timeout=timeout, trust_env=trust_env)
+        state = shared_state(self.store, self.identity_key, lambda: TokenLifecycle(policy))
+        self._source = TokenSource(state, login, clock=clock, hooks=self._hooks)
+
+    def __repr__(self) -> str:
+        return (f"NacosTokenAuth(servers={[str(s) for s in self.servers]!r}, username={self.username!r}, "
+                f"namespace={self.namespace!r}, token_placement={self.token_placement!r})")
+
+    # -- public API -------------------------------------------------------------------------------------------
+
+    def get_token(self) -> str:
+        """A usable token, logging in if needed (blocking)."""
+        return self._require_source().get_token().value
+
+    async def aget_token(self) -> str:
+        return (await self._require_source().aget_token()).value
+
+    def invalidate(self, token: str | None = None) -> bool:
+        """Drop the cached token — only if it is still ``token`` when given — so the next request logs in.
+        Safe from any thread or task. True if a token was dropped."""
+        if self._source is None:
+            return False
+        return self._source.invalidate(token)
+
+    def token_info(self) -> TokenInfo | None:
+        """A secret-free snapshot of the cached token, or None."""
+        token = self._source.current() if self._source else None
+        return token.info() if token else None
+
+    @property
+    def stats(self) -> AuthStats:
+        return self._hooks.snapshot()
+
+    def close(self) -> None:
+        """Stop background refreshes and close the login connection pool."""
+        if self._source is not None:
+            self._source.close()
+
+    def __enter__(self) -> NacosTokenAuth:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _require_source(self) -> TokenSource:
+        if self._source is None:
+            raise ConfigurationError("this NacosTokenAuth has no username, so it never logs in")
+        return self._source
+
+    # -- redirect guards (install as request event hooks when the client follows redirects) -----------------------
+
+    def redirect_guard(self, request: httpx.Request) -> None:
+        """``event_hooks={"request": [auth.redirect_guard]}``: httpx follows redirects without asking the auth,
+        and strips only ``Authorization`` on a cross-origin hop; this strips our token from every hop that
+        leaves the configured servers."""
+        if not self._is_ours(request):
+            self._strip(request)
+
+    async def async_redirect_guard(self, request: httpx.Request) -> None:
+        self.redirect_guard(request)
+
+    # -- the flow, written once -------------------------------------------------------------------------------
+
+    def _is_ours(self, request: httpx.Request) -> bool:
+        return _origin(request.url) in self._origins
+
+    def _strip(self, request: httpx.Request) -> None:
+        request.headers.pop(TOKEN_NAME, None)
+        if TOKEN_NAME in request.url.params:
+            request.url = request.url.copy_remove_param(TOKEN_NAME)
+        current = self._source.current() if self._source else None
+        if current is not None and request.headers.get("Authorization") == f"Bearer {current.value}":
+            del request.headers["Authorization"]
+
+    def _attach(self, request: httpx.Request, token: Token) -> None:
+        if self.token_placement == "header":
+            request.headers[TOKEN_NAME] = token.value
+        elif self.token_placement == "query":
+            request.url = request.url.copy_set_param(TOKEN_NAME, token.value)
+        else:
+            request.headers["Authorization"] = f"Bearer {token.value}"
+
+    def _flow(self, request: httpx.Request) -> Generator[_Step, Any, None]:
+        if not self._is_ours(request):
+            self._strip(request)  # e.g. a redirect's next_request sent on by hand
+            yield request
+            return
+        if self._source is None or request.url.path in self._login_paths:
+            yield request  # no credentials, or a login: a token on a login would be checked instead
+            return
+        token: Token = yield _NeedToken()
+        self._attach(request, token)
+        response: httpx.Response = yield request
+        if response.status_code not in (401, 403):
+            return
+        yield _ReadBody(response)
+        try:
+            kind = self._classify(response)
+        except Exception:
+            log.exception("rejection_classifier raised; treating the answer as not a token rejection")
+            return
+        self._hooks.count("rejections")
+        self._hooks.emit(TokenEvent("rejection", outcome=kind.value, fingerprint=token.fingerprint))
+        if kind not in self._relogin_kinds:
+            return  # a permission denial (or a replaced session): the response goes back as it is
+        self._source.rejected(token.value)  # compare-and-drop: one login for many rejections of one token
+        if not _replayable(request):
+            self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome="not_replayable"))
+            yield _Renew()
+            return
+        fresh: Token = yield _NeedToken()
+        if fresh.value == token.value:
+            return  # the server handed the same token back: replaying would be rejected again
+        self._attach(request, fresh)
+        self._hooks.count("replays")
+        replayed: httpx.Response = yield request
+        outcome = "rejected_again" if replayed.status_code in (401, 403) else "sent"
+        self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome=outcome,
+                                    fingerprint=fresh.fingerprint))
+
+    # -- drivers ----------------------------------------------------------------------------------------------
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = self._flow(request)
+        reply: Any = None
+        while True:
+            try:
+                step = flow.send(reply)
+            except StopIteration:
+                return
+            if isinstance(step, httpx.Request):
+                reply = yield step
+            elif isinstance(step, _NeedToken):
+                reply = self._require_source().get_token()
+            elif isinstance(step, _ReadBody):
+                step.response.read()
+                reply = None
+            else:
+                try:
+                    self._require_source().get_token()
+                except NacosTokenError as exc:
+                    log.warning("re-login after a rejection failed: %s", type(exc).__name__)
+                reply = None
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        flow = self._flow(request)
+        reply: Any = None
+        while True:
+            try:
+                step = flow.send(reply)
+            except StopIteration:
+                return
+            if isinstance(step, httpx.Request):
+                reply = yield step
+            elif isinstance(step, _NeedToken):
+                reply = await self._require_source().aget_token()
+            elif isinstance(step, _ReadBody):
+                await step.response.aread()
+                reply = None
+            else:
+                try:
+                    await self._require_source().aget_token()
+                except NacosTokenError as exc:
+                    log.warning("re-login after a rejection failed: %s", type(exc).__name__)
+                reply = None

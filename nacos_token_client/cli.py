@@ -1,0 +1,187 @@
+"""``nacos-token``: run the mock server, log in, and read or write configs from a shell.
+
+Server, user and password come from ``--server``/``--username``/``--password`` or ``NACOS_SERVER_ADDR``/
+``NACOS_USERNAME``/``NACOS_PASSWORD``; a missing password is prompted for on a terminal. Errors are one line on
+stderr and a non-zero exit (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from .client import NacosTokenClient
+from .errors import NacosTokenError
+from .testing.server import MockNacosServer
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line."""
+
+
+def _user(spec: str) -> tuple[str, str]:
+    name, sep, password = spec.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--user wants NAME:PASSWORD, got {spec!r}")
+    return name, password
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nacos-token", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    mock = commands.add_parser("mock-server", help="serve a mock Nacos server until interrupted")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8848)
+    mock.add_argument("--user", dest="users", action="append", type=_user, metavar="NAME:PASSWORD",
+                      help="a user (repeatable; default nacos:nacos)")
+    mock.add_argument("--token-ttl", type=int, default=18000, help="token life in seconds (default 18000)")
+    mock.add_argument("--token-cache", action="store_true", help="hand back a user's token until 90%% of its life")
+    mock.add_argument("--nacos-version", type=int, choices=(2, 3), default=2)
+    mock.add_argument("--active-timeout", type=_positive, help="freeze tokens unused for this many seconds")
+    mock.add_argument("--secret-key", help="base64 signing key (random by default)")
+    mock.add_argument("--context-path", default="/nacos")
+    mock.add_argument("--poll-min-hold", type=float, default=10.0,
+                      help="shortest long-poll hold in seconds (real Nacos: 10)")
+
+    def with_connection(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--server", default=os.environ.get("NACOS_SERVER_ADDR"),
+                         help="server address(es), comma-separated [NACOS_SERVER_ADDR]")
+        sub.add_argument("--username", default=os.environ.get("NACOS_USERNAME"), help="[NACOS_USERNAME]")
+        sub.add_argument("--password", default=os.environ.get("NACOS_PASSWORD"), help="[NACOS_PASSWORD]")
+        sub.add_argument("--namespace", default="", help="tenant / namespace id")
+        sub.add_argument("--api", choices=("v1", "v3", "auto"), default="v1")
+        return sub
+
+    login = with_connection(commands.add_parser("login", help="log in and show the token's life"))
+    login.add_argument("--show-token", action="store_true", help="also print the token itself")
+
+    for name, text in (("get-config", "print a config"), ("publish-config", "publish a config"),
+                       ("remove-config", "remove a config")):
+        sub = with_connection(commands.add_parser(name, help=text))
+        sub.add_argument("--data-id", required=True)
+        sub.add_argument("--group", default="DEFAULT_GROUP")
+        if name == "publish-config":
+            sub.add_argument("--content", required=True, help="the content, or - to read stdin")
+            sub.add_argument("--type", default=None)
+    return parser
+
+
+def _connect(args: argparse.Namespace) -> NacosTokenClient:
+    if not args.server:
+        raise CliError("no server: pass --server or set NACOS_SERVER_ADDR")
+    password = args.password
+    if args.username and password is None:
+        if not sys.stdin.isatty():
+            raise CliError("no password: pass --password or set NACOS_PASSWORD")
+        password = getpass.getpass(f"password for {args.username}: ")
+    return NacosTokenClient(args.server, args.username, password, api=args.api, namespace=args.namespace)
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    if not args.username:
+        raise CliError("no username: pass --username or set NACOS_USERNAME")
+    with _connect(args) as client:
+        token = client.get_token()
+        info = client.token_info()
+        assert info is not None
+        now = time.time()
+        print(f"user:        {args.username}")
+        print(f"server:      {', '.join(str(s) for s in client.servers)}")
+        print(f"life:        {info.lifetime:.0f} s (expires in {info.remaining(now):.0f} s)")
+        print(f"expires at:  {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(info.expires_at))}")
+        print(f"refresh at:  {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(info.refresh_at))}")
+        print(f"fingerprint: {info.fingerprint}")
+        if args.show_token:
+            print(f"token:       {token}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        if args.command == "get-config":
+            content = client.get_config(args.data_id, args.group, args.namespace)
+            if content is None:
+                raise CliError(f"config {args.data_id!r} (group {args.group!r}) does not exist")
+            sys.stdout.write(content if content.endswith("\n") else content + "\n")
+        elif args.command == "publish-config":
+            content = sys.stdin.read() if args.content == "-" else args.content
+            if not client.publish_config(args.data_id, content, args.group, args.namespace, args.type):
+                raise CliError("the server did not accept the config")
+            print("published")
+        else:
+            client.remove_config(args.data_id, args.group, args.namespace)
+            print("removed")
+    return 0
+
+
+def _cmd_mock_server(args: argparse.Namespace) -> int:
+    users = dict(args.users) if args.users else {"nacos": "nacos"}
+    try:
+        server = MockNacosServer(users=users, token_ttl=args.token_ttl, token_cache=args.token_cache,
+                                 nacos_version=args.nacos_version, active_timeout=args.active_timeout,
+                                 secret_key=args.secret_key, context_path=args.context_path,
+                                 poll_min_hold=args.poll_min_hold)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        url = server.start(args.host, args.port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"mock Nacos {args.nacos_version}.x listening on {url} (context {server.context_path or '/'}; "
+          f"users: {', '.join(users)}; token life {args.token_ttl} s)", flush=True)
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        server.stop()
+        print("mock server stopped", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"login": _cmd_login, "get-config": _cmd_config, "publish-config": _cmd_config,
+                "remove-config": _cmd_config, "mock-server": _cmd_mock_server}
+    try:
+        return handlers[args.command](args)
+    except (CliError, NacosTokenError) as exc:
+        if args.debug:
+            raise
+        print(f"nacos-token: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # network errors and the like: one line, not a traceback
+        if args.debug:
+            raise
+        print(f"nacos-token: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR

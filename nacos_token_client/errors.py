@@ -1,0 +1,80 @@
+"""Every error the SDK raises, in one tree.
+
+::
+
+    NacosTokenError                      base of everything below; catch this to catch all of ours
+    ├── ConfigurationError (ValueError)  bad options: an unparsable server address, a ratio out of range
+    ├── AuthenticationError              the server refused the credentials (no retry, briefly remembered)
+    ├── LoginUnavailableError            no server answered a login usefully: connection errors, timeouts,
+    │                                    5xx/429/408 after all retries, or a wait for another login timed out
+    ├── LoginResponseError               a login answered 200 but the body is not a usable token answer
+    ├── StoreError                       a shared token store failed in a way the client cannot route around
+    └── RequestFailedError               a wrapper-client helper (get_config …) got an error answer
+        └── PermissionDeniedError        a 403 that no re-login can fix (``authorization failed!``)
+
+Messages never contain a password or a token: at most a fingerprint (the first 8 hex digits of its SHA-256).
+Rejected requests are *not* errors: a 403 that a re-login cannot fix comes back as the response it is.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "LoginResponseError",
+    "LoginUnavailableError",
+    "NacosTokenError",
+    "PermissionDeniedError",
+    "RequestFailedError",
+    "StoreError",
+]
+
+
+class NacosTokenError(Exception):
+    """Base class of every error raised by nacos_token_client."""
+
+
+class ConfigurationError(NacosTokenError, ValueError):
+    """An option or server address cannot be used."""
+
+
+class AuthenticationError(NacosTokenError):
+    """The server refused the username/password (HTTP 403, or a 500 ``caused: User … not found;``)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, server: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.server = server
+
+
+class LoginUnavailableError(NacosTokenError):
+    """No login succeeded: every server was unreachable or answered a transient error."""
+
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class LoginResponseError(NacosTokenError):
+    """A login answer could not be understood (not JSON, no ``accessToken``, a bad ``tokenTtl`` …)."""
+
+    def __init__(self, message: str, *, server: str | None = None) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class StoreError(NacosTokenError):
+    """A token store could not be read or written."""
+
+
+class RequestFailedError(NacosTokenError):
+    """A config helper of the wrapper clients got an answer it cannot turn into a result."""
+
+    def __init__(self, message: str, *, status_code: int, server_message: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.server_message = server_message
+
+
+class PermissionDeniedError(RequestFailedError):
+    """The token is fine but the user may not touch this resource; logging in again cannot help."""

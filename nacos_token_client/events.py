@@ -1,0 +1,92 @@
+"""Observability: frozen event records, counters, and stdlib logging — never a token or a password.
+
+Pass ``on_event=callable`` to ``NacosTokenAuth`` to receive every :class:`TokenEvent`; read ``auth.stats`` for
+counters. A hook that raises is logged and ignored: observability must never break a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .lifecycle import RefreshReason
+
+__all__ = ["AuthStats", "EventHooks", "TokenEvent"]
+
+log = logging.getLogger("nacos_token_client")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """Something that happened to a token.
+
+    ``kind``: ``login`` (outcome ``ok``, ``same_token`` or ``from_store``), ``failure`` (outcome: the error
+    type), ``invalidate`` (``dropped``/``kept``), ``rejection`` (outcome: the rejection kind), ``replay``
+    (``sent``/``not_replayable``/``rejected_again``).
+    """
+
+    kind: str
+    reason: RefreshReason | None = None
+    outcome: str = ""
+    fingerprint: str | None = None
+    server: str | None = None
+    attempts: int | None = None
+    duration: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStats:
+    """Counters of one auth object (a snapshot)."""
+
+    logins: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    waits: int = 0
+    wait_seconds: float = 0.0
+    rejections: int = 0
+    replays: int = 0
+    invalidations: int = 0
+
+
+class EventHooks:
+    """Counts and forwards events for one auth object."""
+
+    _names = ("logins", "failures", "cache_hits", "waits", "rejections", "replays", "invalidations")
+
+    def __init__(self, on_event: Callable[[TokenEvent], None] | None = None) -> None:
+        self.on_event = on_event
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self._names, 0)
+        self._wait_seconds = 0.0
+
+    def count(self, name: str) -> None:
+        # dict item increments are not atomic; the lock is uncontended and costs ~50 ns.
+        with self._lock:
+            self._counts[name] += 1
+
+    def observe_wait(self, seconds: float) -> None:
+        with self._lock:
+            self._wait_seconds += seconds
+
+    def emit(self, event: TokenEvent) -> None:
+        if event.kind == "invalidate" and event.outcome == "dropped":
+            self.count("invalidations")
+        if event.kind in ("login", "failure"):
+            level = logging.INFO if event.kind == "login" else logging.WARNING
+            log.log(level, "token %s: reason=%s outcome=%s fingerprint=%s server=%s attempts=%s",
+                    event.kind, event.reason.value if event.reason else None, event.outcome, event.fingerprint,
+                    event.server, event.attempts)
+        else:
+            log.debug("token %s: outcome=%s fingerprint=%s", event.kind, event.outcome, event.fingerprint)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("on_event hook raised; ignored")
+
+    def snapshot(self) -> AuthStats:
+        with self._lock:
+            return AuthStats(wait_seconds=self._wait_seconds, **self._counts)

@@ -1,0 +1,11 @@
+"""A mock Nacos-style server for tests: faithful to real Nacos auth, served in-process or on loopback.
+
+``from nacos_token_client.testing import MockNacosServer``; with the package installed, pytest also gets the
+``nacos_server`` fixture (a running loopback server).
+"""
+
+from .http import LoopbackServer, MockNacosTransport
+from .server import Hold, MockNacosServer, MockRequest, MockResponse, MockStats
+
+__all__ = ["Hold", "LoopbackServer", "MockNacosServer", "MockNacosTransport", "MockRequest", "MockResponse",
+           "MockStats"]

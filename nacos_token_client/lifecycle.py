@@ -176,7 +176,8 @@ class RefreshPolicy:
                 raise ConfigurationError(f"{name} must be in [0, 0.5)")
         for name in ("mandatory_max", "expiry_margin_max", "retry_backoff_initial", "retry_backoff_max",
                      "negative_cache_seconds", "login_timeout"):
-            if not getattr(self, name) >= 0.0:
+            value: float = getattr(self, name)
+            if not value >= 0.0:
                 raise ConfigurationError(f"{name} must be a non-negative number")
 
     def schedule(
@@ -191,7 +192,7 @@ class RefreshPolicy:
     ) -> Token:
         """Build a :class:`Token` from a login answer: the expiry rule and every zone boundary."""
         expires_at = issued_at + token_ttl
-        if jwt_exp is not None and jwt_exp >= issued_at + token_ttl / 2 - 1:
+        if jwt_exp is not None and jwt_exp > issued_at and jwt_exp >= issued_at + token_ttl / 2 - 1:
             # ``exp`` is whole server seconds, so it may cut up to a second off. An ``exp`` far earlier than
             # tokenTtl says is clock skew between us and the server, not a shorter life: trust tokenTtl then.
             expires_at = min(expires_at, jwt_exp)
@@ -212,7 +213,7 @@ class RefreshPolicy:
     def retry_delay(self, failures: int, token: Token) -> float:
         """Back-off before the next refresh attempt while a still-valid token is served."""
         base = min(self.retry_backoff_initial, max(token.lifetime * 0.01, 0.05))
-        return min(self.retry_backoff_max, base * 2 ** max(failures - 1, 0))
+        return min(self.retry_backoff_max, base * 2.0 ** max(failures - 1, 0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import httpx
 import jwt
 
 from .errors import AuthenticationError, ConfigurationError, LoginResponseError, LoginUnavailableError
+from .lifecycle import fingerprint
 
 __all__ = [
     "ApiVersion",
@@ -146,8 +147,6 @@ class LoginAnswer:
     global_admin: bool | None
 
     def __repr__(self) -> str:
-        from .lifecycle import fingerprint
-
         return (f"LoginAnswer(token=<{fingerprint(self.token)}>, token_ttl={self.token_ttl!r}, "
                 f"jwt_exp={self.jwt_exp!r}, username={self.username!r})")
 

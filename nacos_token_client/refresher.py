@@ -149,15 +149,16 @@ class TokenSource:
             Decision, concurrent.futures.Future[Token] | None]:
         self.hooks.count("waits")
         started = time.monotonic()
+        error: NacosTokenError | None = None
+        abandoned = False
         try:
             flight.result(timeout=self._wait_seconds(decision))
-            error, abandoned = None, False
         except _Abandoned:
-            error, abandoned = None, True
+            abandoned = True
         except concurrent.futures.TimeoutError:
-            error, abandoned = LoginUnavailableError("timed out waiting for another login to finish"), False
+            error = LoginUnavailableError("timed out waiting for another login to finish")
         except NacosTokenError as exc:
-            error, abandoned = exc, False
+            error = exc
         self.hooks.observe_wait(time.monotonic() - started)
         return self.state.after_wait(self.clock(), decision.token, error, abandoned)
 
@@ -229,15 +230,16 @@ class TokenSource:
             Decision, concurrent.futures.Future[Token] | None]:
         self.hooks.count("waits")
         started = time.monotonic()
+        error: NacosTokenError | None = None
+        abandoned = False
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(flight)), self._wait_seconds(decision))
-            error, abandoned = None, False
         except _Abandoned:
-            error, abandoned = None, True
+            abandoned = True
         except asyncio.TimeoutError:
-            error, abandoned = LoginUnavailableError("timed out waiting for another login to finish"), False
+            error = LoginUnavailableError("timed out waiting for another login to finish")
         except NacosTokenError as exc:
-            error, abandoned = exc, False
+            error = exc
         self.hooks.observe_wait(time.monotonic() - started)
         return self.state.after_wait(self.clock(), decision.token, error, abandoned)
 

@@ -126,7 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self, limit: int) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, size = [], 0
+            chunks: list[bytes] = []
+            size = 0
             while True:
                 line = self.rfile.readline(1024)
                 try:
@@ -156,7 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body(mock.max_body)
         except _BodyTooLarge:
             self.close_connection = True
-            request = MockRequest(self.command, urlsplit(self.path).path, headers={"accept": self.headers.get("Accept", "")})
+            accept = self.headers.get("Accept", "")
+            request = MockRequest(self.command, urlsplit(self.path).path, headers={"accept": accept})
             self._send(mock.error_response(request, 413, "request body too large"))
             return
         url = urlsplit(self.path)
@@ -185,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return  # request lines carry query strings, and query strings may carry tokens
 
 

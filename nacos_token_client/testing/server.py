@@ -112,7 +112,7 @@ class MockNacosServer:
     ``clock`` is a zero-argument callable returning wall seconds, so tests move time instead of sleeping.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the positional order is public API
         self,
         users: Mapping[str, str] | None = None,
         token_ttl: int = 18000,
@@ -253,13 +253,13 @@ class MockNacosServer:
 
     def transport(self) -> MockNacosTransport:
         """An httpx transport (sync and async) that serves this server's state in-process."""
-        from .http import MockNacosTransport
+        from .http import MockNacosTransport  # noqa: PLC0415 - http.py imports this module
 
         return MockNacosTransport(self)
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve over real HTTP on a background thread; returns the base URL ``http://HOST:PORT``."""
-        from .http import LoopbackServer
+        from .http import LoopbackServer  # noqa: PLC0415 - http.py imports this module
 
         with self._lock:
             if self._loopback is None:
@@ -506,7 +506,7 @@ class MockNacosServer:
                 content = self._configs.get(key)
             if content is None:
                 return _text(404, "config data not exist\n")
-            md5 = hashlib.md5(content.encode()).hexdigest()
+            md5 = hashlib.md5(content.encode(), usedforsecurity=False).hexdigest()
             return _text(200, content, extra=(("Content-MD5", md5), ("Config-Type", "text"),
                                               ("Pragma", "no-cache"), ("Cache-Control", "no-cache,no-store")))
         if request.method == "POST":
@@ -525,7 +525,7 @@ class MockNacosServer:
 
     def _md5(self, data_id: str, group: str, tenant: str) -> str:
         content = self._configs.get((tenant, group, data_id))
-        return "" if content is None else hashlib.md5(content.encode()).hexdigest()
+        return "" if content is None else hashlib.md5(content.encode(), usedforsecurity=False).hexdigest()
 
     def _listener(self, request: MockRequest, params: dict[str, str]) -> MockResponse | Hold:
         rejection = self._guard(request, params)
@@ -600,7 +600,7 @@ def _required(params: Mapping[str, str], name: str) -> str:
 
 
 def _parse_probes(text: str) -> tuple[tuple[str, str, str, str | None], ...]:
-    probes = []
+    probes: list[tuple[str, str, str, str | None]] = []
     for line in text.split(LINE_SEPARATOR):
         if not line:
             continue

@@ -1,8 +1,10 @@
 """``NacosTokenAuth``: an ``httpx.Auth`` that attaches the token, recognises rejections, and replays once.
 
-The request flow is written once, as a generator (:meth:`NacosTokenAuth._flow`) that yields either an
-``httpx.Request`` for httpx to send or a small command (``need a token``, ``read the body``, ``renew``);
-``sync_auth_flow`` and ``async_auth_flow`` only execute those commands, the way httpx's own auth classes are built.
+Every rule is written once: :meth:`NacosTokenAuth._plan` (does this request get a token?), ``_attach``, and
+:meth:`NacosTokenAuth._recover` — a generator that, after a 401/403, yields either an ``httpx.Request`` for httpx
+to send or a small command (``need a token``, ``read the body``, ``renew``). ``sync_auth_flow`` and
+``async_auth_flow`` only carry those out; they differ in nothing but ``await``. The common case (no rejection)
+never enters the generator, which keeps the per-request cost within a few microseconds of a static header.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .protocol import (
     ApiVersion,
     RejectionClassifier,
     RejectionKind,
+    ServerAddress,
     classify_rejection,
     parse_server_addresses,
 )
@@ -61,9 +64,19 @@ class _Renew:
 _Step = httpx.Request | _NeedToken | _ReadBody | _Renew
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    scheme = url.scheme.lower()
-    return (scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(scheme, 0))
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """httpx normalises scheme and host to lower case, and gives ``port`` None for the scheme's default."""
+    return (url.scheme, url.host, url.port)
+
+
+def _origins(servers: Sequence[ServerAddress]) -> frozenset[tuple[str, str, int | None]]:
+    found: set[tuple[str, str, int | None]] = set()
+    for server in servers:
+        host = httpx.URL(server.base_url).host  # the same normalisation (IDNA, brackets) a request URL gets
+        found.add((server.scheme, host, server.port))
+        if _DEFAULT_PORTS.get(server.scheme) == server.port:
+            found.add((server.scheme, host, None))
+    return frozenset(found)
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -115,7 +128,7 @@ class NacosTokenAuth(httpx.Auth):
         self.namespace = namespace
         self.token_placement: TokenPlacement = token_placement
         self.clock = clock
-        self._origins = frozenset(s.origin for s in self.servers)
+        self._origins = _origins(self.servers)
         self._login_paths = frozenset(s.context_path + p for s in self.servers for p in (
             *LOGIN_PATHS.values(), "/v1/auth/users/login"))
         self._classify = rejection_classifier
@@ -188,16 +201,13 @@ class NacosTokenAuth(httpx.Auth):
         """``event_hooks={"request": [auth.redirect_guard]}``: httpx follows redirects without asking the auth,
         and strips only ``Authorization`` on a cross-origin hop; this strips our token from every hop that
         leaves the configured servers."""
-        if not self._is_ours(request):
+        if _origin(request.url) not in self._origins:
             self._strip(request)
 
     async def async_redirect_guard(self, request: httpx.Request) -> None:
         self.redirect_guard(request)
 
     # -- the flow, written once -------------------------------------------------------------------------------
-
-    def _is_ours(self, request: httpx.Request) -> bool:
-        return _origin(request.url) in self._origins
 
     def _strip(self, request: httpx.Request) -> None:
         request.headers.pop(TOKEN_NAME, None)
@@ -215,19 +225,18 @@ class NacosTokenAuth(httpx.Auth):
         else:
             request.headers["Authorization"] = f"Bearer {token.value}"
 
-    def _flow(self, request: httpx.Request) -> Generator[_Step, Any, None]:
-        if not self._is_ours(request):
+    def _plan(self, request: httpx.Request) -> bool:
+        """Should this request carry a token? Strips ours from requests that leave the configured servers."""
+        if _origin(request.url) not in self._origins:
             self._strip(request)  # e.g. a redirect's next_request sent on by hand
-            yield request
-            return
-        if self._source is None or request.url.path in self._login_paths:
-            yield request  # no credentials, or a login: a token on a login would be checked instead
-            return
-        token: Token = yield _NeedToken()
-        self._attach(request, token)
-        response: httpx.Response = yield request
-        if response.status_code not in (401, 403):
-            return
+            return False
+        # no credentials, or a login (a token on a login would be checked instead of the password)
+        return self._source is not None and request.url.path not in self._login_paths
+
+    def _recover(self, request: httpx.Request, token: Token, response: httpx.Response,
+                 replayable: bool) -> Generator[_Step, Any, None]:
+        """After a 401/403: classify, compare-and-drop, log in once, replay once — as commands for a driver."""
+        assert self._source is not None
         yield _ReadBody(response)
         try:
             kind = self._classify(response)
@@ -239,7 +248,7 @@ class NacosTokenAuth(httpx.Auth):
         if kind not in self._relogin_kinds:
             return  # a permission denial (or a replaced session): the response goes back as it is
         self._source.rejected(token.value)  # compare-and-drop: one login for many rejections of one token
-        if not _replayable(request):
+        if not replayable:
             self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome="not_replayable"))
             yield _Renew()
             return
@@ -253,48 +262,66 @@ class NacosTokenAuth(httpx.Auth):
         self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome=outcome,
                                     fingerprint=fresh.fingerprint))
 
-    # -- drivers ----------------------------------------------------------------------------------------------
+    # -- drivers: the same steps, sync or async ------------------------------------------------------------------
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        flow = self._flow(request)
+        if not self._plan(request):
+            yield request
+            return
+        source = self._require_source()
+        replayable = _replayable(request)  # before sending: a transport may buffer a stream while sending it
+        token = source.get_token()
+        self._attach(request, token)
+        response = yield request
+        if response.status_code not in (401, 403):
+            return
+        steps = self._recover(request, token, response, replayable)
         reply: Any = None
         while True:
             try:
-                step = flow.send(reply)
+                step = steps.send(reply)
             except StopIteration:
                 return
             if isinstance(step, httpx.Request):
                 reply = yield step
             elif isinstance(step, _NeedToken):
-                reply = self._require_source().get_token()
+                reply = source.get_token()
             elif isinstance(step, _ReadBody):
-                step.response.read()
-                reply = None
+                reply = step.response.read()
             else:
                 try:
-                    self._require_source().get_token()
+                    source.get_token()
                 except NacosTokenError as exc:
                     log.warning("re-login after a rejection failed: %s", type(exc).__name__)
                 reply = None
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        flow = self._flow(request)
+        if not self._plan(request):
+            yield request
+            return
+        source = self._require_source()
+        replayable = _replayable(request)
+        token = await source.aget_token()
+        self._attach(request, token)
+        response = yield request
+        if response.status_code not in (401, 403):
+            return
+        steps = self._recover(request, token, response, replayable)
         reply: Any = None
         while True:
             try:
-                step = flow.send(reply)
+                step = steps.send(reply)
             except StopIteration:
                 return
             if isinstance(step, httpx.Request):
                 reply = yield step
             elif isinstance(step, _NeedToken):
-                reply = await self._require_source().aget_token()
+                reply = await source.aget_token()
             elif isinstance(step, _ReadBody):
-                await step.response.aread()
-                reply = None
+                reply = await step.response.aread()
             else:
                 try:
-                    await self._require_source().aget_token()
+                    await source.aget_token()
                 except NacosTokenError as exc:
                     log.warning("re-login after a rejection failed: %s", type(exc).__name__)
                 reply = None

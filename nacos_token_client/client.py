@@ -27,7 +27,9 @@ DEFAULT_GROUP = "DEFAULT_GROUP"
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)  # the request never left: safe for any method
 _MAYBE_SENT = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)  # safe for idempotent methods only
-_HTTP_OPTIONS = ("transport", "async_transport", "verify", "timeout", "trust_env")
+_SHARED_OPTIONS = ("transport", "async_transport", "verify", "timeout", "trust_env")  # logins use them too
+_HTTP_ONLY_OPTIONS = ("follow_redirects", "headers", "cookies", "limits", "proxy", "max_redirects", "http1", "http2",
+                      "default_encoding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +104,11 @@ class _Base:
 
     def _setup(self, server_addresses: str | Sequence[str], username: str | None, password: str | None,
                options: dict[str, Any]) -> dict[str, Any]:
+        http = {k: options.pop(k) for k in _HTTP_ONLY_OPTIONS if k in options}
+        http.update({k: options[k] for k in _SHARED_OPTIONS if k in options})
         self.auth = NacosTokenAuth(server_addresses, username, password, **options)
         self._current = 0
-        return {k: options[k] for k in _HTTP_OPTIONS if k in options}
+        return http
 
     @property
     def servers(self) -> tuple[ServerAddress, ...]:

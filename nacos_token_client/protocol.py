@@ -46,7 +46,7 @@ MAX_LOGIN_BODY = 1024 * 1024
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: no spaces, no CR/LF (header injection)
 
 
-# -- server addresses ------------------------------------------------------------------------------------------
+# -- server addresses ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ def parse_server_addresses(value: str | Sequence[str], *, context_path: str = "/
     return tuple(servers)
 
 
-# -- login -----------------------------------------------------------------------------------------------------
+# -- login ---------------------------------------------------------------------------------------------------------
 
 
 def login_request(server: ServerAddress, api: Literal["v1", "v3"], username: str, password: str) -> httpx.Request:
@@ -240,7 +240,7 @@ def jwt_expiry(token: str) -> float | None:
     return float(exp)
 
 
-# -- rejections ------------------------------------------------------------------------------------------------
+# -- rejections ----------------------------------------------------------------------------------------------------
 
 
 class RejectionKind(enum.Enum):

@@ -109,6 +109,7 @@ class TokenSource:
     def __init__(self, state: SharedState, login: LoginClient, *, clock: Callable[[], float],
                  hooks: EventHooks) -> None:
         self.state = state
+        self._core = state.core
         self.login = login
         self.clock = clock
         self.hooks = hooks
@@ -120,7 +121,7 @@ class TokenSource:
 
     def get_token(self) -> Token:
         now = self.clock()
-        token = self.state.core.fast_token(now)
+        token = self._core.fast_token(now)  # lock-free: the token is immutable and read atomically
         if token is not None:
             self.hooks.count("cache_hits")
             return token
@@ -201,7 +202,7 @@ class TokenSource:
 
     async def aget_token(self) -> Token:
         now = self.clock()
-        token = self.state.core.fast_token(now)
+        token = self._core.fast_token(now)
         if token is not None:
             self.hooks.count("cache_hits")
             return token

@@ -80,10 +80,7 @@ def _harness(mode: str, server_options: dict[str, Any]) -> Iterator[Harness]:
     options = {"token_ttl": 18000, "poll_min_hold": 0.0, **server_options}
     server = MockNacosServer(clock=clock, **options)
     server.set_config("app.yaml", "greeting: hello")
-    if mode == "loopback":
-        address = server.start()
-    else:
-        address = "http://nacos.test:8848"
+    address = server.start() if mode == "loopback" else "http://nacos.test:8848"
     try:
         yield Harness(server, clock, mode, address)
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +12,10 @@ from nacos_token_client.errors import AuthenticationError, ConfigurationError, L
 from nacos_token_client.lifecycle import Action, RefreshPolicy, RefreshReason, TokenLifecycle, Zone
 
 T0 = 1_000_000.5
+
+
+def constant(value: float) -> Callable[[], float]:
+    return lambda: value
 
 
 def logged_in(core: TokenLifecycle, value: str = "tok-1", ttl: float = 18000.0, at: float = T0,
@@ -56,7 +62,7 @@ def test_advisory_zone_starts_exactly_one_background_refresh() -> None:
 
 def test_jitter_never_refreshes_before_ninety_percent() -> None:
     for r in (0.0, 0.5, 0.999):
-        core = TokenLifecycle(rng=lambda r=r: r)
+        core = TokenLifecycle(rng=constant(r))
         logged_in(core, ttl=1000.0)
         assert core.token is not None
         assert T0 + 900.0 <= core.token.refresh_at <= T0 + 930.0

@@ -9,7 +9,6 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import jwt
@@ -93,7 +92,8 @@ def test_login_with_wrong_password_or_unknown_user(h: Harness, raw: httpx.Client
 def test_nacos3_login_paths_and_message(h: Harness, raw: httpx.Client) -> None:
     assert raw.post(h.url("/v3/auth/user/login"), data={"username": "nacos", "password": "nacos"}).status_code == 200
     response = raw.post(h.url("/v3/auth/user/login"), data={"username": "nacos", "password": "no"})
-    assert (response.status_code, response.text) == (403, "User not found! Please check user exist or password is right!")
+    assert response.status_code == 403
+    assert response.text == "User not found! Please check user exist or password is right!"
 
 
 def test_nacos2_has_no_v3_login(h: Harness, raw: httpx.Client) -> None:
@@ -122,7 +122,7 @@ def test_login_is_post_only(h: Harness, raw: httpx.Client) -> None:
     assert response.status_code == 405 and "POST" in response.headers["Allow"]
 
 
-# -- rejections ------------------------------------------------------------------------------------------------------
+# -- rejections ----------------------------------------------------------------------------------------------------
 
 def test_no_token_no_credentials(h: Harness, raw: httpx.Client) -> None:
     assert message(get(h, raw)) == "user not found!"
@@ -198,7 +198,7 @@ def test_html_error_page_when_asked_for(h: Harness, raw: httpx.Client) -> None:
     assert "Whitelabel Error Page" in response.text and "token invalid!" in response.text
 
 
-# -- the server's token cache and idle freeze ------------------------------------------------------------------------
+# -- the server's token cache and idle freeze ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("server_options", [{"token_cache": True, "token_ttl": 1000}])
 def test_token_cache_hands_back_the_same_token_until_ninety_percent(h: Harness, raw: httpx.Client) -> None:
@@ -228,7 +228,7 @@ def test_idle_tokens_freeze_and_use_renews(h: Harness, raw: httpx.Client) -> Non
     assert message(get(h, raw, token)) == "token frozen!"  # a frozen token stays frozen
 
 
-# -- config API ------------------------------------------------------------------------------------------------------
+# -- config API ----------------------------------------------------------------------------------------------------
 
 def test_config_crud_and_namespaces(h: Harness, raw: httpx.Client) -> None:
     headers = {"accessToken": login(h, raw)}
@@ -263,7 +263,7 @@ def test_bad_input_gets_clear_answers_and_the_server_keeps_serving(h: Harness, r
     assert get(h, raw, headers["accessToken"]).status_code == 200
 
 
-# -- long polling ----------------------------------------------------------------------------------------------------
+# -- long polling --------------------------------------------------------------------------------------------------
 
 def probe(data_id: str, group: str, md5: str, tenant: str | None = None) -> str:
     fields = [data_id, group, md5] + ([tenant] if tenant is not None else [])
@@ -335,7 +335,7 @@ def test_listener_probe_errors(h: Harness, raw: httpx.Client) -> None:
     assert raw.post(h.url(LISTENER), data={"Listening-Configs": probe("a", "b", "")}).status_code == 403
 
 
-# -- controls and stats ----------------------------------------------------------------------------------------------
+# -- controls and stats --------------------------------------------------------------------------------------------
 
 def test_fault_controls(h: Harness, raw: httpx.Client) -> None:
     h.server.fail_logins(2, status=502)

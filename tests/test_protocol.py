@@ -31,7 +31,7 @@ JWT = ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJuYWNvcyIsImV4cCI6MTcwMDAwMDAwMH0."
        "r3y5fKRq3v-izKm68kwq7SyCxrQRWr6C8vZGxJ7vu_s")
 
 
-# -- addresses ----------------------------------------------------------------------------------------------------
+# -- addresses -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("value", "expected"), [
     ("127.0.0.1:8848", ["http://127.0.0.1:8848/nacos"]),
@@ -68,7 +68,7 @@ def test_login_request_keeps_the_password_out_of_the_url_and_sends_no_token() ->
     assert str(login_request(server, "v3", "u", "p").url).endswith("/nacos/v3/auth/user/login")
 
 
-# -- login answers ------------------------------------------------------------------------------------------------
+# -- login answers -------------------------------------------------------------------------------------------------
 
 def ok(**fields: object) -> bytes:
     body = {"accessToken": JWT, "tokenTtl": 18000, "globalAdmin": True, "username": "nacos"}

@@ -562,7 +562,7 @@ class MockNacosServer:
         return MockResponse(status, json.dumps(body).encode(), (("Content-Type", "application/json"), *extra))
 
 
-# -- helpers -----------------------------------------------------------------------------------------------------
+# -- helpers -------------------------------------------------------------------------------------------------------
 
 
 def _params(request: MockRequest) -> dict[str, str]:

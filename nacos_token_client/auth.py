@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
+from cachetools import LRUCache
 from httpx._multipart import MultipartStream
 
 from .errors import ConfigurationError, NacosTokenError
@@ -77,6 +79,30 @@ def _origins(servers: Sequence[ServerAddress]) -> frozenset[tuple[str, str, int 
         if _DEFAULT_PORTS.get(server.scheme) == server.port:
             found.add((server.scheme, host, None))
     return frozenset(found)
+
+
+_verifiers: LRUCache[str, str] = LRUCache(maxsize=256)
+_verifiers_lock = threading.Lock()
+
+
+def identity_key(servers: Sequence[ServerAddress], username: str, password: str, namespace: str) -> str:
+    """The key under which a token is cached and shared: server list, user, namespace — and a verifier of the
+    password, so an auth object with a wrong password never shares (or adopts) a token it could not get itself.
+
+    The verifier is PBKDF2 (20,000 rounds, salted with the identity): a shared store's keys do not hand out a
+    cheap hash of the password. It is computed once per identity and password in a process.
+    """
+    identity = "|".join([",".join(sorted(str(s) for s in servers)), username, namespace])
+    memo = hashlib.sha256(f"{identity}\0{password}".encode("utf-8", "surrogatepass")).hexdigest()
+    with _verifiers_lock:
+        verifier = _verifiers.get(memo)
+    if verifier is None:
+        verifier = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8", "surrogatepass"),
+                                       b"nacos-token-client|" + identity.encode(), 20_000).hex()[:16]
+        with _verifiers_lock:
+            _verifiers[memo] = verifier
+    digest = hashlib.sha256(f"{identity}|{verifier}".encode()).hexdigest()[:32]
+    return f"nacos-token:{digest}"
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -142,8 +168,7 @@ class NacosTokenAuth(httpx.Auth):
         policy = RefreshPolicy(refresh_ratio=refresh_ratio, jitter=refresh_jitter, login_timeout=login_timeout,
                                negative_cache_seconds=negative_cache_seconds)
         self.store: TokenStore = store if store is not None else default_store()
-        identity = "|".join([",".join(sorted(str(s) for s in self.servers)), username, namespace])
-        self.identity_key = "nacos-token:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+        self.identity_key = identity_key(self.servers, username, password, namespace)
         login = LoginClient(self.servers, username, password, api=api, clock=clock,
                             retry=RetrySettings(login_attempts, *login_backoff), transport=transport,
                             async_transport=async_transport, verify=verify, timeout=timeout, trust_env=trust_env)

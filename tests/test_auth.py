@@ -484,6 +484,17 @@ def test_two_auth_objects_with_one_identity_log_in_once(hi: Harness) -> None:
     assert hi.server.stats.logins == 2
 
 
+def test_a_wrong_password_never_borrows_a_token_of_the_same_identity(hi: Harness) -> None:
+    wrong = hi.auth("nacos", "wrong")
+    with pytest.raises(AuthenticationError):
+        wrong.get_token()
+    right = hi.auth("nacos", "nacos")
+    assert right.get_token()  # not blocked by the wrong password's negative cache
+    with pytest.raises(AuthenticationError):
+        wrong.get_token()  # and the wrong password does not adopt the right one's token
+    assert hi.server.stats.logins == 1
+
+
 def test_token_info_is_a_secret_free_snapshot(hi: Harness) -> None:
     auth = hi.auth()
     assert auth.token_info() is None

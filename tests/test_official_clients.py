@@ -1,0 +1,106 @@
+"""The official Nacos clients, unchanged, against ``nacos-token mock-server`` over real HTTP.
+
+Each client runs in its own process (see tests/official/): the Python client starts a multiprocessing Manager,
+and every Node client in a process shares one cluster-client leader. CI installs both; elsewhere a missing client
+is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nacos_token_client import NacosTokenClient
+
+pytestmark = pytest.mark.official
+OFFICIAL = Path(__file__).parent / "official"
+
+
+@pytest.fixture(scope="module")
+def cli_server() -> Iterator[str]:
+    """``python -m nacos_token_client mock-server`` on a free port; stopped with Ctrl-C (SIGINT)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nacos_token_client", "mock-server", "--port", "0", "--poll-min-hold", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"listening on (http://[\d.]+:\d+)", line)
+    assert match, f"unexpected first line: {line!r}"
+    try:
+        yield match.group(1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+        assert process.returncode == 0, err
+        assert "mock server stopped" in out and "Traceback" not in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def run_json(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = subprocess.run(command, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON from {command}: stdout={result.stdout[-2000:]!r} stderr={result.stderr[-2000:]!r}"
+    data: dict[str, Any] = json.loads(lines[-1])
+    return data
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nacos") is None, reason="nacos-sdk-python==2.0.11 is not installed")
+def test_official_python_client(cli_server: str, tmp_path: Path) -> None:
+    out = run_json([sys.executable, str(OFFICIAL / "python_client.py"), cli_server.removeprefix("http://"),
+                    str(tmp_path)], cwd=tmp_path)
+    assert out["publish"] is True and out["get"] == "v1"
+    assert out["dev_publish"] is True and out["dev_get"] == "dev-v1"
+    assert out["public_get_after_dev_publish"] == "v1"  # namespaces are kept apart
+    assert out["watcher_saw_change"] is True and out["dev_watcher_saw_change"] is True
+    assert out["watcher_seconds"] < 5  # a publish wakes the held long poll at once
+    assert out["watcher_contents"][-1] == "v2"
+    assert out["remove"] is True and out["get_after_remove"] is None
+    assert out["wrong_password"] != "accepted"
+
+
+def node_available() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (OFFICIAL / "node_modules" / "nacos").is_dir():
+        return "npm nacos@2.6 is not installed (npm install --prefix tests/official)"
+    return None
+
+
+@pytest.mark.skipif(node_available() is not None, reason=str(node_available()))
+def test_official_node_client(cli_server: str) -> None:
+    address = cli_server.removeprefix("http://")
+
+    def node(namespace: str, password: str, keep: bool) -> dict[str, Any]:
+        env = {**os.environ, "NODE_CLUSTER_CLIENT_PORT": str(free_port())}
+        return run_json(["node", "node_client.js", address, namespace, password, "1" if keep else "0"],
+                        cwd=OFFICIAL, env=env)
+
+    dev = node("dev", "nacos", keep=True)
+    assert dev["publish"] is True and dev["get"] == "dev-v1"
+    assert dev["subscribeSawChange"] is True and dev["subscribeSeconds"] < 5
+    public = node("", "nacos", keep=False)
+    assert public["publish"] is True and public["get"] == "v1"
+    assert public["subscribeSawChange"] is True and public["subscribeContents"][-1] == "v2"
+    assert public["remove"] is True and public["getAfterRemove"] is None
+    assert node("", "wrong", keep=False)["error"] == "NacosServerResponseError"
+    with NacosTokenClient(cli_server, "nacos", "nacos") as client:  # the Node client's writes, seen by ours
+        assert client.get_config("node.yaml", tenant="dev") == "dev-v2"
+        assert client.get_config("node.yaml") is None

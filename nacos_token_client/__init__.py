@@ -20,7 +20,7 @@ from .errors import (
 from .events import AuthStats, TokenEvent
 from .lifecycle import RefreshPolicy, RefreshReason, Token, TokenInfo, Zone
 from .protocol import RejectionKind, ServerAddress, classify_rejection
-from .stores import MemoryTokenStore, TokenStore
+from .stores import FileTokenStore, MemoryTokenStore, RedisTokenStore, TokenStore
 
 __version__ = "0.1.0"
 
@@ -31,12 +31,14 @@ __all__ = [
     "ConfigurationError",
     "LoginResponseError",
     "LoginUnavailableError",
+    "FileTokenStore",
     "MemoryTokenStore",
     "NacosTokenAuth",
     "NacosTokenClient",
     "NacosTokenError",
     "PermissionDeniedError",
     "RefreshPolicy",
+    "RedisTokenStore",
     "RefreshReason",
     "RejectionKind",
     "RequestFailedError",

@@ -134,6 +134,7 @@ class NacosTokenAuth(httpx.Auth):
         login_attempts: int = 3,
         login_backoff: tuple[float, float] = (0.2, 5.0),
         negative_cache_seconds: float = 5.0,
+        store_sync_interval: float = 1.0,
         store: TokenStore | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
@@ -166,13 +167,14 @@ class NacosTokenAuth(httpx.Auth):
             return
         assert password is not None
         policy = RefreshPolicy(refresh_ratio=refresh_ratio, jitter=refresh_jitter, login_timeout=login_timeout,
-                               negative_cache_seconds=negative_cache_seconds)
+                               negative_cache_seconds=negative_cache_seconds, store_sync_interval=store_sync_interval)
         self.store: TokenStore = store if store is not None else default_store()
         self.identity_key = identity_key(self.servers, username, password, namespace)
         login = LoginClient(self.servers, username, password, api=api, clock=clock,
                             retry=RetrySettings(login_attempts, *login_backoff), transport=transport,
                             async_transport=async_transport, verify=verify, timeout=timeout, trust_env=trust_env)
-        state = shared_state(self.store, self.identity_key, lambda: TokenLifecycle(policy))
+        shared = not self.store.local
+        state = shared_state(self.store, self.identity_key, lambda: TokenLifecycle(policy, shared_store=shared))
         self._source = TokenSource(state, login, clock=clock, hooks=self._hooks)
 
     def __repr__(self) -> str:

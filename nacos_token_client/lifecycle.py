@@ -19,6 +19,9 @@ Zones of a token whose life is ``L = expires_at - issued_at`` (``issued_at`` = j
 * ``mandatory_at = expires_at - min(60 s, 5 % of L)``; ``usable_until = expires_at - min(2 s, 2 % of L)``.
 * ``expires_at = min(issued_at + tokenTtl, exp)`` when the token is a JWT with an ``exp`` claim.
 * A login that returns the token already held does not extend its life (the server's cache did that).
+* With a store shared between processes, at most once per ``store_sync_interval`` a fresh-zone request also
+  starts a background look at the store (SYNC_IN_BACKGROUND), and a token adopted from the store gets this
+  process's own jittered refresh point.
 
 Methods that change state must be called with the driver's lock held; :meth:`TokenLifecycle.fast_token` is the
 lock-free read used by every request in the fresh zone.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +85,7 @@ class Action(enum.Enum):
     LOGIN = "login"  # log in now (this caller leads); on failure fall back to ``decision.token`` if given
     WAIT = "wait"  # another login is in flight: wait for it until ``decision.deadline``
     FAIL = "fail"  # raise ``decision.error``
+    SYNC_IN_BACKGROUND = "sync_in_background"  # send ``decision.token``; read the shared store in the background
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,9 @@ class RefreshPolicy:
     negative_cache_seconds: float = 5.0
     #: How long a request with no usable token waits for (or spends on) a login.
     login_timeout: float = 30.0
+    #: With a store other processes share: how often a process looks there for a token another process put
+    #: (after an ``invalidate()`` elsewhere, say). The look happens in the background, never on the request path.
+    store_sync_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.refresh_ratio < 1.0:
@@ -175,7 +183,7 @@ class RefreshPolicy:
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ConfigurationError(f"{name} must be in [0, 0.5)")
         for name in ("mandatory_max", "expiry_margin_max", "retry_backoff_initial", "retry_backoff_max",
-                     "negative_cache_seconds", "login_timeout"):
+                     "negative_cache_seconds", "login_timeout", "store_sync_interval"):
             value: float = getattr(self, name)
             if not value >= 0.0:
                 raise ConfigurationError(f"{name} must be a non-negative number")
@@ -210,6 +218,14 @@ class RefreshPolicy:
             source=source,
         )
 
+    def rejitter(self, token: Token, *, source: str, rng: Callable[[], float] = random.random) -> Token:
+        """The same token with this process's own refresh point: processes sharing one token (and so one expiry)
+        spread their refreshes over the jitter window instead of all starting at once."""
+        refresh_at = min(token.issued_at + (self.refresh_ratio + self.jitter * rng()) * token.lifetime,
+                         token.mandatory_at)
+        return Token(token.value, token.issued_at, token.expires_at, max(refresh_at, token.issued_at),
+                     token.mandatory_at, token.usable_until, source)
+
     def retry_delay(self, failures: int, token: Token) -> float:
         """Back-off before the next refresh attempt while a still-valid token is served."""
         base = min(self.retry_backoff_initial, max(token.lifetime * 0.01, 0.05))
@@ -239,9 +255,14 @@ class LoginOutcome:
 class TokenLifecycle:
     """The state of one identity's token, and the rules that move it."""
 
-    def __init__(self, policy: RefreshPolicy | None = None, *, rng: Callable[[], float] = random.random) -> None:
+    def __init__(self, policy: RefreshPolicy | None = None, *, rng: Callable[[], float] = random.random,
+                 shared_store: bool = False) -> None:
         self.policy = policy or RefreshPolicy()
         self._rng = rng
+        self.shared_store = shared_store
+        #: No look at a shared store before this time (never, without one).
+        self._next_sync = 0.0 if shared_store else math.inf
+        self._syncing = False
         self.token: Token | None = None
         self._in_flight: RefreshReason | None = None
         self._next_reason: RefreshReason | None = None
@@ -256,7 +277,7 @@ class TokenLifecycle:
     def fast_token(self, now: float) -> Token | None:
         """The cached token if it is fresh at ``now``; safe without the lock (the token is immutable)."""
         token = self.token
-        if token is not None and now < token.refresh_at:
+        if token is not None and now < token.refresh_at and now < self._next_sync:
             return token
         return None
 
@@ -274,6 +295,10 @@ class TokenLifecycle:
         token = self.token
         zone = self.zone(now)
         if zone is Zone.FRESH:
+            if now >= self._next_sync and not self._syncing and self._in_flight is None:
+                self._syncing = True
+                self._next_sync = now + self.policy.store_sync_interval
+                return Decision(Action.SYNC_IN_BACKGROUND, token)
             return Decision(Action.USE, token)
         if zone is Zone.ADVISORY:
             if self._in_flight is None and now >= self._retry_at:
@@ -346,12 +371,24 @@ class TokenLifecycle:
             return False
         if self.token is not None and token.value == self.token.value:
             return False  # nothing new: the stored token is ours
-        self.token = token
+        self.token = self.policy.rejitter(token, source="store", rng=self._rng)
         self._failures = 0
         self._retry_at = 0.0
         self._finish()
         self._auth_error = None
         return True
+
+    def store_synced(self, stored: Token | None, now: float) -> bool:
+        """A background look at the shared store finished: adopt what another process put there if it is newer
+        than ours (an ``invalidate()`` elsewhere, or a refresh that beat ours). True if adopted."""
+        self._syncing = False
+        self._next_sync = now + self.policy.store_sync_interval
+        current = self.token
+        if stored is None or self._in_flight is not None:
+            return False
+        if current is not None and stored.issued_at <= current.issued_at:
+            return False
+        return self.adopt(stored, now)
 
     def login_failed(self, error: NacosTokenError, now: float) -> None:
         self._finish(keep_reason=True)
@@ -394,5 +431,6 @@ class TokenLifecycle:
         return True
 
     def reset_after_fork(self) -> None:
-        """A forked child has no thread to finish the parent's login."""
+        """A forked child has no thread to finish the parent's login or store look."""
         self._in_flight = None
+        self._syncing = False

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
+import functools
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import LoginUnavailableError, NacosTokenError
 from .events import EventHooks, TokenEvent
@@ -103,6 +105,38 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+T = TypeVar("T")
+
+
+def _store_call(method: Callable[..., T], *args: Any) -> T | None:
+    """Availability first: a store that fails is logged and treated as empty; the login goes on without it."""
+    try:
+        return method(*args)
+    except Exception as exc:
+        log.warning("token store %s failed (%s); carrying on without it", getattr(method, "__name__", "call"),
+                    type(exc).__name__)
+        return None
+
+
+@contextlib.contextmanager
+def _store_lock(store: TokenStore, key: str, timeout: float) -> Iterator[bool]:
+    """The store's login lock, or no lock at all if the store cannot give one (its failure is logged)."""
+    try:
+        manager = store.lock(key, timeout)
+        acquired = manager.__enter__()
+    except Exception as exc:
+        log.warning("token store lock failed (%s); logging in without it", type(exc).__name__)
+        yield False
+        return
+    try:
+        yield acquired
+    finally:
+        try:
+            manager.__exit__(None, None, None)
+        except Exception as exc:
+            log.warning("token store unlock failed (%s)", type(exc).__name__)
+
+
 class TokenSource:
     """Gets a usable token for one auth object: the fast path, single flight, background refresh."""
 
@@ -136,10 +170,14 @@ class TokenSource:
             if action is Action.FAIL:
                 assert decision.error is not None
                 raise copy.copy(decision.error)
+            if action is Action.SYNC_IN_BACKGROUND:
+                assert decision.token is not None
+                self._in_thread(self._sync_store_sync)
+                return decision.token
             assert flight is not None
             if action is Action.REFRESH_IN_BACKGROUND:
                 assert decision.token is not None
-                self._spawn_thread(decision, flight)
+                self._in_thread(functools.partial(self._lead_sync, decision, flight))
                 return decision.token
             if action is Action.LOGIN:
                 decision, flight = self._lead_sync(decision, flight)
@@ -178,19 +216,22 @@ class TokenSource:
     def _obtain_sync(self, decision: Decision) -> Token:
         store, key = self.state.store, self.state.key
         budget = self._budget(decision)
-        with store.lock(key, budget) as _locked:
-            adopted = self._adopt(store.get(key), decision)
+        with _store_lock(store, key, budget):
+            adopted = self._adopt(_store_call(store.get, key), decision)
             if adopted is not None:
                 return adopted
             result = self.login.login_sync(budget)
             token = self._apply_login(result, decision)
-            store.put(key, token)
+            _store_call(store.put, key, token)
             return token
 
-    def _spawn_thread(self, decision: Decision, flight: concurrent.futures.Future[Token]) -> None:
+    def _sync_store_sync(self) -> None:
+        self._apply_sync(_store_call(self.state.store.get, self.state.key))
+
+    def _in_thread(self, work: Callable[[], object]) -> None:
         def run() -> None:
             try:
-                self._lead_sync(decision, flight)
+                work()
             finally:
                 self._background.discard(thread)
 
@@ -217,10 +258,14 @@ class TokenSource:
             if action is Action.FAIL:
                 assert decision.error is not None
                 raise copy.copy(decision.error)
+            if action is Action.SYNC_IN_BACKGROUND:
+                assert decision.token is not None
+                self._in_task(self._sync_store_async())
+                return decision.token
             assert flight is not None
             if action is Action.REFRESH_IN_BACKGROUND:
                 assert decision.token is not None
-                self._spawn_task(decision, flight)
+                self._in_task(self._lead_async(decision, flight))
                 return decision.token
             if action is Action.LOGIN:
                 decision, flight = await self._lead_async(decision, flight)
@@ -267,21 +312,23 @@ class TokenSource:
             store.put(key, token)
             return token
         # A file or network store: its lock and reads block, so they run on a worker thread.
-        lock = store.lock(key, budget)
+        lock = _store_lock(store, key, budget)
         await asyncio.to_thread(lock.__enter__)
         try:
-            adopted = self._adopt(await asyncio.to_thread(store.get, key), decision)
+            adopted = self._adopt(await asyncio.to_thread(_store_call, store.get, key), decision)
             if adopted is not None:
                 return adopted
             token = self._apply_login(await self.login.login_async(budget), decision)
-            await asyncio.to_thread(store.put, key, token)
+            await asyncio.to_thread(_store_call, store.put, key, token)
             return token
         finally:
             await asyncio.to_thread(lock.__exit__, None, None, None)
 
-    def _spawn_task(self, decision: Decision, flight: concurrent.futures.Future[Token]) -> None:
-        task = asyncio.get_running_loop().create_task(self._lead_async(decision, flight),
-                                                      name="nacos-token-refresh")
+    async def _sync_store_async(self) -> None:
+        self._apply_sync(await asyncio.to_thread(_store_call, self.state.store.get, self.state.key))
+
+    def _in_task(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="nacos-token-refresh")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -305,6 +352,12 @@ class TokenSource:
                                        fingerprint=stored.fingerprint))
             return stored
         return None
+
+    def _apply_sync(self, stored: Token | None) -> None:
+        with self.state.lock:
+            adopted = self.state.core.store_synced(stored, self.clock())
+        if adopted and stored is not None:
+            self.hooks.emit(TokenEvent("adopt", outcome="from_store", fingerprint=stored.fingerprint))
 
     def _apply_login(self, result: LoginResult, decision: Decision) -> Token:
         answer = result.answer
@@ -371,10 +424,7 @@ class TokenSource:
         return dropped
 
     def _store_delete(self, value: str) -> None:
-        try:
-            self.state.store.delete(self.state.key, value)
-        except Exception as exc:  # a store outage must not break the request path
-            log.warning("token store delete failed: %s", type(exc).__name__)
+        _store_call(self.state.store.delete, self.state.key, value)
 
     def current(self) -> Token | None:
         return self.state.core.token

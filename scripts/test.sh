@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Install everything the tests need into .venv, then run ruff, mypy --strict and pytest (extra arguments go to
-# pytest). Used by the README and by CI.
+# Install everything the tests need into .venv (and, as root, redis-server and npm through apt), then run
+# ruff, mypy --strict and pytest (extra arguments go to pytest). Used by the README and by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "not installed: ${missing[*]} (the Redis store / official Node.js client tests will be skipped)" >&2
+    fi
+fi
+
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 if command -v npm >/dev/null 2>&1; then
     npm install --prefix tests/official --no-audit --no-fund --loglevel=error
-else
-    echo "npm not found: the official Node.js client test will be skipped" >&2
 fi
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -198,8 +198,46 @@ def test_adopting_a_stored_token_skips_the_dropped_one() -> None:
     core.rejected("dead")
     assert core.adopt(dead, T0 + 1) is False
     fresh = RefreshPolicy().schedule("fresh", issued_at=T0, token_ttl=100, jwt_exp=None)
-    assert core.adopt(fresh, T0 + 1) is True and core.token is fresh
+    assert core.adopt(fresh, T0 + 1) is True
+    assert core.token is not None and core.token.value == "fresh" and core.token.source == "store"
+    assert core.token.expires_at == fresh.expires_at  # same life, this process's own refresh point
     assert core.adopt(fresh, T0 + 200) is False
+
+
+def test_a_shared_store_is_looked_at_in_the_background_once_per_interval() -> None:
+    core = TokenLifecycle(RefreshPolicy(store_sync_interval=1.0), shared_store=True)
+    logged_in(core, value="mine")
+    assert core.fast_token(T0 + 0.5) is None  # a look is due: the request goes through decide()
+    first = core.decide(T0 + 0.5)
+    assert first.action is Action.SYNC_IN_BACKGROUND and first.token is core.token
+    assert core.decide(T0 + 0.6).action is Action.USE  # one look at a time
+    newer = RefreshPolicy().schedule("theirs", issued_at=T0 + 0.4, token_ttl=18000, jwt_exp=None)
+    assert core.store_synced(newer, T0 + 0.7) is True  # e.g. another process invalidated and logged in
+    assert core.token is not None and core.token.value == "theirs"
+    assert core.fast_token(T0 + 1.0) is core.token  # and the next look is a second away
+    assert core.decide(T0 + 1.8).action is Action.SYNC_IN_BACKGROUND
+    older = RefreshPolicy().schedule("old", issued_at=T0, token_ttl=18000, jwt_exp=None)
+    assert core.store_synced(older, T0 + 1.9) is False and core.token.value == "theirs"
+    assert core.decide(T0 + 3.0).action is Action.SYNC_IN_BACKGROUND
+    assert core.store_synced(None, T0 + 3.0) is False and core.token.value == "theirs"  # a gap: keep ours
+
+
+def test_a_private_store_is_never_looked_at() -> None:
+    core = TokenLifecycle()
+    logged_in(core)
+    assert core.fast_token(T0 + 1000) is core.token
+    assert all(core.decide(T0 + t).action is Action.USE for t in (1, 10, 1000))
+
+
+def test_adopted_tokens_get_their_own_jittered_refresh_point() -> None:
+    shared = RefreshPolicy().schedule("t", issued_at=T0, token_ttl=1000, jwt_exp=None, rng=constant(0.0))
+    points = set()
+    for r in (0.0, 0.5, 1.0):
+        core = TokenLifecycle(rng=constant(r))
+        core.adopt(shared, T0 + 1)
+        assert core.token is not None
+        points.add(core.token.refresh_at)
+    assert sorted(points) == [T0 + 900.0, T0 + 915.0, T0 + 930.0]
 
 
 def test_token_repr_never_shows_the_token() -> None:

@@ -1,6 +1,8 @@
-"""Token stores: memory (default, process-wide)."""
+"""Token stores: memory (default, process-wide), a file (one machine), Redis (a fleet)."""
 
 from .base import TokenStore
+from .file import FileTokenStore
 from .memory import MemoryTokenStore, default_store
+from .redis import RedisTokenStore
 
-__all__ = ["MemoryTokenStore", "TokenStore", "default_store"]
+__all__ = ["FileTokenStore", "MemoryTokenStore", "RedisTokenStore", "TokenStore", "default_store"]

@@ -8,12 +8,13 @@ process may have just logged in), and only then logs in and writes.
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 from ..lifecycle import Token
 
-__all__ = ["TokenStore"]
+__all__ = ["TokenStore", "token_from_dict", "token_to_dict"]
 
 
 @runtime_checkable
@@ -40,3 +41,30 @@ class TokenStore(Protocol):
         """Hold the login lock for ``key`` while logging in; yields False if it could not be had in time (the
         caller then logs in anyway: availability first). A lock whose holder died must expire."""
         ...
+
+
+_FIELDS = ("issued_at", "expires_at", "refresh_at", "mandatory_at", "usable_until")
+
+
+def token_to_dict(token: Token) -> dict[str, str | float]:
+    """What a shared store keeps of a token (never a password)."""
+    return {"value": token.value, "source": token.source, **{name: getattr(token, name) for name in _FIELDS}}
+
+
+def token_from_dict(data: object) -> Token | None:
+    """A token from stored data, or None if the data is not a well-formed token (a store is not trusted)."""
+    if not isinstance(data, dict):
+        return None
+    value = data.get("value")
+    if not isinstance(value, str) or not value or len(value) > 16 * 1024:
+        return None
+    times: list[float] = []
+    for name in _FIELDS:
+        item = data.get(name)
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+            return None
+        times.append(float(item))
+    issued_at, expires_at, refresh_at, mandatory_at, usable_until = times
+    if not issued_at <= refresh_at <= mandatory_at <= usable_until <= expires_at:
+        return None
+    return Token(value, issued_at, expires_at, refresh_at, mandatory_at, usable_until, "store")

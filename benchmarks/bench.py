@@ -9,6 +9,8 @@ P2  logins when 1,000 asyncio tasks and 64 threads meet an expired token (and: t
     logins when 64 threads start at once).
 P3  the slowest request while a 300 ms login refreshes in the advisory window, against the baseline p99.
 P4  failed requests across a server key rotation (ours and the official Python client's).
+P5  logins per refresh cycle for 16 processes with the memory, file and Redis stores, and what a shared store
+    adds to the hot path.
 """
 
 from __future__ import annotations
@@ -326,6 +328,126 @@ def ours_absent_start(threads: int) -> int:
         return server.stats.logins
 
 
+# -- P5: shared stores ------------------------------------------------------------------------------------------
+
+def _p5_member(url: str, make_store: Callable[[], Any], barrier: Any, seconds: float, results: Any) -> None:
+    auth = NacosTokenAuth(url, "nacos", "nacos", store=make_store())
+    failed = 0
+    with httpx.Client(auth=auth) as client:
+        barrier.wait()
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            if client.get(url + "/nacos/v1/cs/configs", params=PARAMS).status_code != 200:
+                failed += 1
+            time.sleep(0.05)
+    results.put(failed)
+
+
+def p5_cycle(make_store: Callable[[], Any], processes: int, token_ttl: int) -> dict[str, int]:
+    """16 processes start together and keep sending requests past the advisory point of a short token."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    server = MockNacosServer(token_ttl=token_ttl)
+    server.set_config("bench.yaml", "x: 1")
+    server.login_delay = 0.05
+    with server.run() as url:
+        barrier = fork.Barrier(processes + 1)
+        results = fork.Queue()
+        seconds = token_ttl * 0.97 + 0.5  # past every jittered refresh point (90-93 %), before the next cycle
+        members = [fork.Process(target=_p5_member, args=(url, make_store, barrier, seconds, results))
+                   for _ in range(processes)]
+        for m in members:
+            m.start()
+        barrier.wait(60)
+        time.sleep(token_ttl * 0.5)
+        first_cycle = server.stats.logins
+        failed = sum(results.get(timeout=120) for _ in members)
+        for m in members:
+            m.join(30)
+        return {"start_logins": first_cycle, "refresh_cycle_logins": server.stats.logins - first_cycle,
+                "failed_requests": failed}
+
+
+def p5_hot_path(rounds: int, per_round: int, stores: dict[str, Any]) -> dict[str, Any]:
+    """Requests/s with a shared store ÷ with the memory store (interleaved rounds), and one store read's cost."""
+    server = MockNacosServer()
+    server.set_config("bench.yaml", "x: 1")
+    out: dict[str, Any] = {}
+    memory_auth = NacosTokenAuth(ADDRESS, "nacos", "nacos", store=MemoryTokenStore(), transport=server.transport())
+    for name, store in stores.items():
+        auth = NacosTokenAuth(ADDRESS, "nacos", "nacos", store=store, transport=server.transport())
+        ratios = []
+        with httpx.Client(auth=auth, transport=server.transport()) as shared, \
+                httpx.Client(auth=memory_auth, transport=server.transport()) as memory:
+            for client in (shared, memory):
+                for _ in range(200):
+                    client.get(URL, params=PARAMS)
+            for r in range(rounds):
+                cpu = {}
+                order = [("shared", shared), ("memory", memory)] if r % 2 else [("memory", memory),
+                                                                                ("shared", shared)]
+                for label, client in order:
+                    started = time.process_time()
+                    for _ in range(per_round):
+                        client.get(URL, params=PARAMS)
+                    cpu[label] = per_round / max(time.process_time() - started, 1e-9)
+                ratios.append(cpu["shared"] / cpu["memory"])
+        key = auth.identity_key
+        reads = []
+        for _ in range(300):
+            started = time.perf_counter()
+            store.get(key)
+            reads.append(time.perf_counter() - started)
+        out[name] = {"ratio_vs_memory_cpu": statistics.median(ratios), "store_read_us": statistics.median(reads) * 1e6}
+    return out
+
+
+def p5(quick: bool) -> dict[str, Any]:
+    import shutil
+    import subprocess
+
+    from nacos_token_client import FileTokenStore, RedisTokenStore
+
+    results: dict[str, Any] = {}
+    tmp = tempfile.mkdtemp(prefix="nacos-bench-")
+    path = os.path.join(tmp, "tokens.json")
+    redis_process = None
+    redis_url = None
+    executable = shutil.which("redis-server")
+    if executable:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        redis_process = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                          "--appendonly", "no", "--dir", tmp],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        redis_url = f"redis://127.0.0.1:{port}/0"
+    try:
+        ttl = 6 if quick else 10
+        makers: dict[str, Callable[[], Any]] = {"memory": MemoryTokenStore, "file": lambda: FileTokenStore(path)}
+        if redis_url:
+            prefix = f"bench:{time.time_ns()}:"  # one prefix for the whole fleet: computed here, not in each child
+            makers["redis"] = lambda: RedisTokenStore(redis_url, prefix=prefix)
+        for name, make in makers.items():
+            if name == "file" and os.path.exists(path):
+                os.unlink(path)
+            results[name] = p5_cycle(make, 16, ttl)
+        stores: dict[str, Any] = {"file": FileTokenStore(os.path.join(tmp, "hot.json"))}
+        if redis_url:
+            stores["redis"] = RedisTokenStore(redis_url, prefix="bench-hot:")
+        results["hot_path"] = p5_hot_path(8 if quick else 21, 500 if quick else 1000, stores)
+    finally:
+        if redis_process is not None:
+            redis_process.kill()
+            redis_process.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -360,6 +482,16 @@ def main(argv: list[str] | None = None) -> int:
     results["P4"] = p4(8, seconds)
     print(f"P4 failed requests across a key rotation: {results['P4']['failed']} of "
           f"{results['P4']['failed'] + results['P4']['ok']} (logins {results['P4']['logins']})", flush=True)
+    results["P5"] = p5(args.quick)
+    for name in ("memory", "file", "redis"):
+        if name in results["P5"]:
+            r5 = results["P5"][name]
+            print(f"P5 [{name}] 16 processes: logins at start {r5['start_logins']}, in one refresh cycle "
+                  f"{r5['refresh_cycle_logins']} ({r5['failed_requests']} failed requests)", flush=True)
+    for name, r5 in results["P5"]["hot_path"].items():
+        print(f"P5 [{name}] hot path requests/s vs memory store: {r5['ratio_vs_memory_cpu']:.3f} (CPU); one store "
+              f"read: {r5['store_read_us']:.0f} us (only when the token is missing, rejected, due, or once a "
+              f"second in the background)", flush=True)
     results["official_python"] = official(64, seconds)
     off = results["official_python"]
     if isinstance(off, dict):

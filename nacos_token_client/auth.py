@@ -33,6 +33,7 @@ from .protocol import (
     ServerAddress,
     classify_rejection,
     parse_server_addresses,
+    rejection_message,
 )
 from .refresher import TokenSource, shared_state
 from .stores.base import TokenStore
@@ -271,7 +272,8 @@ class NacosTokenAuth(httpx.Auth):
             log.exception("rejection_classifier raised; treating the answer as not a token rejection")
             return
         self._hooks.count("rejections")
-        self._hooks.emit(TokenEvent("rejection", outcome=kind.value, fingerprint=token.fingerprint))
+        self._hooks.emit(TokenEvent("rejection", outcome=kind.value, fingerprint=token.fingerprint,
+                                    error=rejection_message(response)))
         if kind not in self._relogin_kinds:
             return  # a permission denial (or a replaced session): the response goes back as it is
         self._source.rejected(token.value)  # compare-and-drop: one login for many rejections of one token

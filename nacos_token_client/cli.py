@@ -1,4 +1,4 @@
-"""``nacos-token``: run the mock server, log in, and read or write configs from a shell.
+"""``nacos-token``: a lifecycle demo, the mock server, logins and configs from a shell.
 
 Server, user and password come from ``--server``/``--username``/``--password`` or ``NACOS_SERVER_ADDR``/
 ``NACOS_USERNAME``/``NACOS_PASSWORD``; a missing password is prompted for on a terminal. Errors are one line on
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .client import NacosTokenClient
+from .demo import run_demo
 from .errors import NacosTokenError
 from .testing.server import MockNacosServer
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nacos-token", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("demo", help="walk through the token lifecycle on an embedded mock server (~20 s)")
 
     mock = commands.add_parser("mock-server", help="serve a mock Nacos server until interrupted")
     mock.add_argument("--host", default="127.0.0.1")
@@ -169,8 +172,8 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"login": _cmd_login, "get-config": _cmd_config, "publish-config": _cmd_config,
-                "remove-config": _cmd_config, "mock-server": _cmd_mock_server}
+    handlers = {"demo": lambda _args: run_demo(), "login": _cmd_login, "get-config": _cmd_config,
+                "publish-config": _cmd_config, "remove-config": _cmd_config, "mock-server": _cmd_mock_server}
     try:
         return handlers[args.command](args)
     except (CliError, NacosTokenError) as exc:

@@ -22,9 +22,10 @@ log = logging.getLogger("nacos_token_client")
 class TokenEvent:
     """Something that happened to a token.
 
-    ``kind``: ``login`` (outcome ``ok``, ``same_token`` or ``from_store``), ``failure`` (outcome: the error
-    type), ``invalidate`` (``dropped``/``kept``), ``rejection`` (outcome: the rejection kind), ``replay``
-    (``sent``/``not_replayable``/``rejected_again``).
+    ``kind``: ``login`` (outcome ``ok``, ``same_token`` or ``from_store``), ``adopt`` (a token another process
+    put in a shared store), ``failure`` (outcome: the error type; ``error``: its message), ``invalidate``
+    (``dropped``/``kept``), ``rejection`` (outcome: the rejection kind; ``error``: the server's message),
+    ``replay`` (``sent``/``not_replayable``/``rejected_again``). ``duration`` is in seconds where it applies.
     """
 
     kind: str

@@ -35,6 +35,7 @@ __all__ = [
     "login_request",
     "parse_login_response",
     "parse_server_addresses",
+    "rejection_message",
 ]
 
 ApiVersion = Literal["v1", "v3", "auto"]
@@ -309,6 +310,11 @@ def classify_rejection_message(status_code: int, text: str) -> RejectionKind:
     if status_code == 401:
         return RejectionKind.TOKEN
     return RejectionKind.PERMISSION
+
+
+def rejection_message(response: httpx.Response, limit: int = 120) -> str:
+    """The server's words for a rejection (Spring's ``message``, or the text), shortened; never a token."""
+    return " ".join(_message_of(response.content[:8192].decode("utf-8", "replace")).split())[:limit]
 
 
 def classify_rejection(response: httpx.Response) -> RejectionKind:

@@ -4,8 +4,9 @@
 ``nacos_server`` fixture (a running loopback server).
 """
 
+from .env import Connection, server_from_env
 from .http import LoopbackServer, MockNacosTransport
 from .server import Hold, MockNacosServer, MockRequest, MockResponse, MockStats
 
-__all__ = ["Hold", "LoopbackServer", "MockNacosServer", "MockNacosTransport", "MockRequest", "MockResponse",
-           "MockStats"]
+__all__ = ["Connection", "Hold", "LoopbackServer", "MockNacosServer", "MockNacosTransport", "MockRequest",
+           "MockResponse", "MockStats", "server_from_env"]

@@ -1,0 +1,147 @@
+"""``nacos-token demo``: the whole token lifecycle against the embedded mock server, as a readable timeline.
+
+It uses an 8-second token and a 3-second idle freeze, so it finishes in about 20 seconds: login, cached
+requests, the background refresh past 90 %, ``invalidate()``, a server key rotation and an idle freeze, the last
+two survived with no failed request.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+from .client import NacosTokenClient
+from .events import TokenEvent
+from .testing.server import MockNacosServer
+
+__all__ = ["run_demo"]
+
+TOKEN_LIFE = 8
+IDLE_FREEZE = 3.0
+
+
+class _Timeline:
+    """Prints what happens, stamped with seconds since the start; progress lines redraw in place on a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.tty = out.isatty()
+        self._lock = threading.Lock()
+        self._progress = False
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            if self._progress:
+                self.out.write("\n" if not self.tty else "\r\033[K")
+                self._progress = False
+            self.out.write(f"[{time.monotonic() - self.started:5.1f}s] {text}\n")
+            self.out.flush()
+
+    def progress(self, text: str) -> None:
+        with self._lock:
+            if self.tty:
+                self.out.write(f"\r\033[K         {text}")
+            elif not self._progress:
+                self.out.write(f"         {text} ...")
+            self._progress = True
+            self.out.flush()
+
+    def heading(self, text: str) -> None:
+        self.say(f"== {text}")
+
+
+def run_demo(out: TextIO = sys.stdout) -> int:
+    """Run the walkthrough; returns 0 when every request succeeded."""
+    timeline = _Timeline(out)
+    server = MockNacosServer(token_ttl=TOKEN_LIFE, active_timeout=IDLE_FREEZE)
+    url = server.start()
+    refreshed = threading.Event()
+
+    def on_event(event: TokenEvent) -> None:
+        reason = event.reason.value if event.reason else "-"
+        if event.kind == "login":
+            where = "another process (store)" if event.outcome == "from_store" else "the server"
+            note = " (the server handed back the same token)" if event.outcome == "same_token" else ""
+            timeline.say(f"   login [{reason}] from {where}: token {event.fingerprint}{note}")
+            if event.reason is not None and event.reason.value == "advisory":
+                refreshed.set()
+        elif event.kind == "rejection":
+            timeline.say(f"   the server rejected token {event.fingerprint}: {event.error!r} ({event.outcome} problem)")
+        elif event.kind == "replay":
+            timeline.say(f"   request replayed once with the new token: {event.outcome}")
+        elif event.kind == "invalidate":
+            timeline.say(f"   invalidate(): token {event.fingerprint} {event.outcome}")
+        elif event.kind == "failure":
+            timeline.say(f"   login failed [{reason}]: {event.outcome}")
+
+    failed = 0
+    requests = 0
+    timeline.say(f"embedded mock Nacos server on {url} (token life {TOKEN_LIFE} s, idle freeze after "
+                 f"{IDLE_FREEZE:.0f} s)")
+    try:
+        with NacosTokenClient(url, "nacos", "nacos", on_event=on_event) as client:
+
+            def get() -> None:
+                nonlocal failed, requests
+                requests += 1
+                try:
+                    if client.get_config("demo.yaml") != "greeting: hello":
+                        failed += 1
+                except Exception as exc:
+                    failed += 1
+                    timeline.say(f"   request failed: {type(exc).__name__}: {exc}")
+
+            timeline.heading("1. the first request logs in")
+            client.publish_config("demo.yaml", "greeting: hello")
+            info = client.token_info()
+            assert info is not None
+            timeline.say(f"   token life {info.lifetime:.1f} s; background refresh at "
+                         f"{(info.refresh_at - info.issued_at) / info.lifetime:.0%} of it, "
+                         f"requests would wait only in the last {info.expires_at - info.mandatory_at:.2f} s")
+
+            timeline.heading("2. the token is cached")
+            for _ in range(20):
+                get()
+            timeline.say(f"   20 requests, {client.auth.stats.logins} login so far")
+
+            timeline.heading("3. past 90 % of its life one background refresh starts; requests never wait")
+            deadline = time.monotonic() + TOKEN_LIFE * 2
+            while not refreshed.is_set() and time.monotonic() < deadline:
+                left = info.refresh_at - time.time()
+                timeline.progress(f"requesting every 0.25 s; refresh due in {max(left, 0):.1f} s")
+                get()
+                time.sleep(0.25)
+            for _ in range(4):  # keep the idle timer alive and let a second pass: Nacos tokens are per second
+                get()
+                time.sleep(0.3)
+            timeline.say(f"   {client.auth.stats.waits} requests waited for a login")
+
+            timeline.heading("4. invalidate(): drop the cached token, the next request logs in")
+            client.invalidate()
+            get()
+
+            timeline.heading("5. the server rotates its signing key: every issued token is dead")
+            time.sleep(0.2)
+            server.rotate_secret()
+            for _ in range(5):
+                get()
+            timeline.say(f"   5 requests after the rotation, {failed} failed")
+
+            timeline.heading(f"6. the token idles for more than {IDLE_FREEZE:.0f} s and is frozen (Sa-Token style)")
+            idle_until = time.monotonic() + IDLE_FREEZE + 0.5
+            while time.monotonic() < idle_until:
+                timeline.progress(f"idle, {idle_until - time.monotonic():.1f} s to go")
+                time.sleep(0.1)
+            get()
+
+            stats = client.auth.stats
+            timeline.heading("done")
+            timeline.say(f"   {requests} requests, {failed} failed; {stats.logins} logins, {stats.replays} replays, "
+                         f"{stats.waits} waits; server saw {sum(server.stats.rejections.values())} rejections: "
+                         f"{', '.join(sorted(server.stats.rejections)) or 'none'}")
+    finally:
+        server.stop()
+    return 0 if failed == 0 else 1

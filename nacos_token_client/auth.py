@@ -117,6 +117,22 @@ class NacosTokenAuth(httpx.Auth):
     Logs in when needed (once per identity across the process), refreshes in the background past 90 % of the
     token's life, re-logs in and replays once when the server rejects the token, and never sends the token to
     another origin. Without a username requests pass untouched.
+
+    Options (keyword-only, bounded defaults):
+
+    * ``namespace``: part of the identity that token sharing is keyed on; ``context_path`` (``/nacos``) applies to
+      addresses without a path; ``api``: ``"v1"``, ``"v3"`` or ``"auto"`` (v3, then v1 on 404/501).
+    * ``token_placement``: ``"header"`` (``accessToken``), ``"query"`` or ``"bearer"``.
+    * ``refresh_ratio`` (0.9), ``refresh_jitter`` (0.03), ``login_timeout`` (30 s: the longest a request waits for
+      a login), ``login_attempts`` (3, and at least one per server), ``login_backoff`` ((first, max) seconds),
+      ``negative_cache_seconds`` (5 s after refused credentials).
+    * ``store``: a :class:`~nacos_token_client.stores.TokenStore` (default: the process-wide memory store);
+      ``store_sync_interval`` (1 s): how often a shared store is looked at in the background.
+    * ``transport``, ``async_transport``, ``verify``, ``timeout``, ``trust_env``: the HTTP settings logins use
+      (an ``httpx.MockTransport`` or the mock server's transport serves sync and async logins).
+    * ``clock``: wall-clock seconds, for tests; ``rejection_classifier``: ``Response -> RejectionKind``;
+      ``relogin_on_replaced``: also re-login when a Sa-Token session was replaced or kicked out;
+      ``on_event``: receives every :class:`~nacos_token_client.events.TokenEvent`.
     """
 
     def __init__(
@@ -164,12 +180,12 @@ class NacosTokenAuth(httpx.Auth):
             {RejectionKind.REPLACED, RejectionKind.KICKED_OUT} if relogin_on_replaced else set())
         self._hooks = EventHooks(on_event)
         self._source: TokenSource | None = None
+        self.store: TokenStore = store if store is not None else default_store()
+        policy = RefreshPolicy(refresh_ratio=refresh_ratio, jitter=refresh_jitter, login_timeout=login_timeout,
+                               negative_cache_seconds=negative_cache_seconds, store_sync_interval=store_sync_interval)
         if username is None:
             return
         assert password is not None
-        policy = RefreshPolicy(refresh_ratio=refresh_ratio, jitter=refresh_jitter, login_timeout=login_timeout,
-                               negative_cache_seconds=negative_cache_seconds, store_sync_interval=store_sync_interval)
-        self.store: TokenStore = store if store is not None else default_store()
         self.identity_key = identity_key(self.servers, username, password, namespace)
         login = LoginClient(self.servers, username, password, api=api, clock=clock,
                             retry=RetrySettings(login_attempts, *login_backoff), transport=transport,

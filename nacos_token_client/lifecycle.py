@@ -363,7 +363,13 @@ class TokenLifecycle:
         self._finish()
         self.token = token
         self._auth_error = None
+        self._synced_at(now)
         return LoginOutcome(token, same)
+
+    def _synced_at(self, now: float) -> None:
+        """We just read or wrote the shared store: the next background look is an interval away."""
+        if self.shared_store:
+            self._next_sync = now + self.policy.store_sync_interval
 
     def adopt(self, token: Token, now: float) -> bool:
         """Take a token another process stored. Only if it is usable and not the one we just dropped."""
@@ -376,13 +382,14 @@ class TokenLifecycle:
         self._retry_at = 0.0
         self._finish()
         self._auth_error = None
+        self._synced_at(now)
         return True
 
     def store_synced(self, stored: Token | None, now: float) -> bool:
         """A background look at the shared store finished: adopt what another process put there if it is newer
         than ours (an ``invalidate()`` elsewhere, or a refresh that beat ours). True if adopted."""
         self._syncing = False
-        self._next_sync = now + self.policy.store_sync_interval
+        self._synced_at(now)
         current = self.token
         if stored is None or self._in_flight is not None:
             return False

@@ -148,7 +148,6 @@ class TokenSource:
         self.clock = clock
         self.hooks = hooks
         self._background: set[threading.Thread | asyncio.Task[Any]] = set()
-        self._closed = False
         _sources.add(self)
 
     # -- sync -------------------------------------------------------------------------------------------------
@@ -430,7 +429,6 @@ class TokenSource:
         return self.state.core.token
 
     def close(self) -> None:
-        self._closed = True
         for item in list(self._background):
             if isinstance(item, asyncio.Task):
                 item.cancel()

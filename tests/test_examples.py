@@ -13,7 +13,8 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 EXPECTED = {
     "quickstart.py": ["read back: greeting: hello", "100 more requests, still 1 login", "replays=1",
                       "logins so far: 3"],
-    "async_quickstart.py": ["500 concurrent requests: 500 ok, 1 login", "after a key rotation: 100 of 100 ok, 2 logins"],
+    "async_quickstart.py": ["500 concurrent requests: 500 ok, 1 login",
+                            "after a key rotation: 100 of 100 ok, 2 logins"],
     "invalidate.py": ["invalidate() dropped it", "(different: True)", "1 dropped it, 9 found it already gone"],
     "shared_store.py": ["4 processes share 1 token", "the server saw 1 login for all of them", "mode 0o600"],
     "web_app.py": ["{'published': True}", "GET /config/missing  -> 404", "{'error': 'authorization failed!'}",

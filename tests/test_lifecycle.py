@@ -207,19 +207,20 @@ def test_adopting_a_stored_token_skips_the_dropped_one() -> None:
 def test_a_shared_store_is_looked_at_in_the_background_once_per_interval() -> None:
     core = TokenLifecycle(RefreshPolicy(store_sync_interval=1.0), shared_store=True)
     logged_in(core, value="mine")
-    assert core.fast_token(T0 + 0.5) is None  # a look is due: the request goes through decide()
-    first = core.decide(T0 + 0.5)
+    assert core.fast_token(T0 + 0.5) is core.token  # the login just wrote the store: nothing to look at yet
+    assert core.fast_token(T0 + 1.0) is None  # a look is due: the request goes through decide()
+    first = core.decide(T0 + 1.0)
     assert first.action is Action.SYNC_IN_BACKGROUND and first.token is core.token
-    assert core.decide(T0 + 0.6).action is Action.USE  # one look at a time
+    assert core.decide(T0 + 1.1).action is Action.USE  # one look at a time
     newer = RefreshPolicy().schedule("theirs", issued_at=T0 + 0.4, token_ttl=18000, jwt_exp=None)
-    assert core.store_synced(newer, T0 + 0.7) is True  # e.g. another process invalidated and logged in
+    assert core.store_synced(newer, T0 + 1.2) is True  # e.g. another process invalidated and logged in
     assert core.token is not None and core.token.value == "theirs"
-    assert core.fast_token(T0 + 1.0) is core.token  # and the next look is a second away
-    assert core.decide(T0 + 1.8).action is Action.SYNC_IN_BACKGROUND
+    assert core.fast_token(T0 + 2.0) is core.token  # and the next look is a second away
+    assert core.decide(T0 + 2.3).action is Action.SYNC_IN_BACKGROUND
     older = RefreshPolicy().schedule("old", issued_at=T0, token_ttl=18000, jwt_exp=None)
-    assert core.store_synced(older, T0 + 1.9) is False and core.token.value == "theirs"
-    assert core.decide(T0 + 3.0).action is Action.SYNC_IN_BACKGROUND
-    assert core.store_synced(None, T0 + 3.0) is False and core.token.value == "theirs"  # a gap: keep ours
+    assert core.store_synced(older, T0 + 2.4) is False and core.token.value == "theirs"
+    assert core.decide(T0 + 3.5).action is Action.SYNC_IN_BACKGROUND
+    assert core.store_synced(None, T0 + 3.5) is False and core.token.value == "theirs"  # a gap: keep ours
 
 
 def test_a_private_store_is_never_looked_at() -> None:

@@ -35,6 +35,7 @@ from .protocol import (
     parse_server_addresses,
     rejection_message,
 )
+from .redaction import install_log_redaction
 from .refresher import TokenSource, shared_state
 from .stores.base import TokenStore
 from .stores.memory import default_store
@@ -180,6 +181,7 @@ class NacosTokenAuth(httpx.Auth):
             {RejectionKind.REPLACED, RejectionKind.KICKED_OUT} if relogin_on_replaced else set())
         self._hooks = EventHooks(on_event)
         self._source: TokenSource | None = None
+        install_log_redaction()
         self.store: TokenStore = store if store is not None else default_store()
         policy = RefreshPolicy(refresh_ratio=refresh_ratio, jitter=refresh_jitter, login_timeout=login_timeout,
                                negative_cache_seconds=negative_cache_seconds, store_sync_interval=store_sync_interval)

@@ -259,6 +259,68 @@ def test_server_rejections_heal_with_one_login_and_one_replay(h: Harness, how: s
     assert sum(h.server.stats.rejections.values()) == 1
 
 
+REJECTIONS = [
+    (403, "token invalid!"), (403, "token expired!"), (403, "Invalid signature"),
+    (403, "unsupported signature algorithm"), (403, "token frozen!"),
+    (403, "Code: 401, Message: token invalid!."), (403, "Code: 401, Message: token expired!."),
+    (403, "Code: 401, Message: Invalid signature."), (403, "Code: 401, Message: unsupported signature algorithm."),
+    (403, "Code: 401, Message: token frozen!."), (401, "token 已过期"), (401, ""),
+]
+
+
+@pytest.mark.parametrize(("status", "text"), REJECTIONS)
+def test_every_token_rejection_heals(hi: Harness, status: int, text: str) -> None:
+    inner = hi.server.transport()
+    pending = {"reject": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if is_login(request):
+            hi.clock.advance(1)
+            return inner.handle_request(request)
+        if pending["reject"]:
+            pending["reject"] = False
+            return httpx.Response(status, json={"timestamp": "x", "status": status, "error": "Forbidden",
+                                                 "message": text, "path": request.url.path})
+        return inner.handle_request(request)
+
+    transport = httpx.MockTransport(handler)
+    auth = hi.auth(transport=transport)
+    with httpx.Client(auth=auth, transport=transport) as client:
+        ok(hi.get_config(client))
+    assert hi.server.stats.logins == 2 and auth.stats.replays == 1
+
+
+@pytest.mark.parametrize("text", ["authorization failed!", "Code: 403, Message: authorization failed!.",
+                                  "user not found!", "something else entirely"])
+def test_other_403s_come_back_without_a_login(hi: Harness, text: str) -> None:
+    inner = hi.server.transport()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if is_login(request):
+            return inner.handle_request(request)
+        return httpx.Response(403, json={"status": 403, "message": text})
+
+    transport = httpx.MockTransport(handler)
+    auth = hi.auth(transport=transport)
+    with httpx.Client(auth=auth, transport=transport) as client:
+        assert hi.get_config(client).status_code == 403
+    assert hi.server.stats.logins == 1 and auth.stats.replays == 0
+
+
+def test_a_token_the_server_thinks_expired_heals(h: Harness) -> None:
+    """Clock skew: the server's clock runs ahead, so it expires the token before the client would."""
+    from .conftest import FakeClock
+
+    client_clock = FakeClock()
+    auth = h.auth(clock=client_clock)
+    with h.client(auth) as client:
+        ok(h.get_config(client))
+        h.clock.advance(18001)  # the server now sees the token as expired ...
+        client_clock.advance(60)  # ... while the client thinks it has hours left
+        ok(h.get_config(client))
+    assert h.server.stats.rejections == {"token expired!": 1} and h.server.stats.logins == 2
+
+
 @pytest.mark.parametrize("server_options", [{"active_timeout": 60.0}])
 def test_idle_freeze_heals(h: Harness) -> None:
     auth = h.auth()
@@ -563,12 +625,14 @@ async def test_async_needs_an_async_capable_transport(hi: Harness) -> None:
 
 # -- secrets -------------------------------------------------------------------------------------------------------
 
-def test_no_secret_in_logs_reprs_or_errors(hi: Harness, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("placement", ["header", "query", "bearer"])
+def test_no_secret_in_logs_reprs_or_errors(h: Harness, caplog: pytest.LogCaptureFixture, placement: Any) -> None:
+    hi = h  # over both transports: over loopback httpcore logs (login answers' headers) too
     password = "Pa55-w0rd-SECRET"
     hi.server.add_user("alice", password)
     texts: list[str] = []
     with caplog.at_level(logging.DEBUG):
-        auth = hi.auth("alice", password, token_placement="header")
+        auth = hi.auth("alice", password, token_placement=placement)
         with hi.client(auth) as client:
             ok(hi.get_config(client))
             tokens = [auth.get_token()]
@@ -582,7 +646,7 @@ def test_no_secret_in_logs_reprs_or_errors(hi: Harness, caplog: pytest.LogCaptur
             except LoginUnavailableError as exc:
                 texts.append(str(exc) + repr(exc))
             hi.server.down = False
-        wrong = hi.auth("alice", password + "x", store=MemoryTokenStore())
+        wrong = hi.auth("alice", password + "x", store=MemoryTokenStore(), token_placement=placement)
         try:
             wrong.get_token()
         except AuthenticationError as exc:
@@ -595,3 +659,19 @@ def test_no_secret_in_logs_reprs_or_errors(hi: Harness, caplog: pytest.LogCaptur
     assert password not in blob
     for token in tokens:
         assert token not in blob and token.split(".")[2] not in blob
+
+
+def test_redaction_of_other_libraries_log_lines() -> None:
+    from nacos_token_client.redaction import redact
+
+    jwt_token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJuYWNvcyJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    lines = [
+        f'HTTP Request: GET http://h/nacos/v1/cs/configs?dataId=a&accessToken={jwt_token} "HTTP/1.1 200 OK"',
+        f"return_value=(b'HTTP/1.1', 200, b'OK', [(b'Authorization', b'Bearer {jwt_token}')])",
+        "accessToken: opaque-token-123",
+        f"{{'accessToken': '{jwt_token}'}}",
+    ]
+    for line in lines:
+        cleaned = redact(line)
+        assert jwt_token not in cleaned and "opaque-token-123" not in cleaned and "<redacted:" in cleaned
+    assert redact("nothing secret here: dataId=a&group=b") == "nothing secret here: dataId=a&group=b"

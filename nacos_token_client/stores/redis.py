@@ -45,10 +45,14 @@ class RedisTokenStore:
                  socket_timeout: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         try:
             import redis  # noqa: PLC0415 - an optional dependency
+            import redis.asyncio  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigurationError("RedisTokenStore needs redis-py: pip install 'nacos-token-client[redis]'") from exc
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._lock_error: type[BaseException] = redis.exceptions.LockError
+        if isinstance(url_or_client, redis.asyncio.Redis):
+            raise ConfigurationError("RedisTokenStore takes a URL or a sync redis.Redis client; async callers are "
+                                     "served on a worker thread, so no redis.asyncio client is needed")
         if isinstance(url_or_client, str):
             self.redis: redis.Redis = redis.Redis.from_url(url_or_client, socket_timeout=socket_timeout,
                                                            socket_connect_timeout=socket_timeout)

@@ -95,6 +95,9 @@ class MockStats:
     logins_by_user: Mapping[str, int]
 
 
+_Handler = Callable[["MockRequest", dict[str, str]], "MockResponse | Hold"]
+
+
 class _Rejected(Exception):
     def __init__(self, message: str, code: int = 401) -> None:
         super().__init__(message)
@@ -172,6 +175,8 @@ class MockNacosServer:
         self._rejections: Counter[str] = Counter()
         self._logins_by_user: Counter[str] = Counter()
         self._loopback: LoopbackServer | None = None
+        self._route_table: dict[str, tuple[tuple[str, ...], _Handler]] | None = None
+        self._route_version = nacos_version
 
     # -- controls ----------------------------------------------------------------------------------------------
 
@@ -336,24 +341,30 @@ class MockNacosServer:
         if not path.startswith(self.context_path + "/"):
             return self.error_response(request, 404, "No static resource " + path.lstrip("/") + ".")
         sub = path[len(self.context_path):].rstrip("/") or "/"
-        login_paths = {"/v1/auth/login", "/v1/auth/users/login"}
-        if self.nacos_version == 3:
-            login_paths.add("/v3/auth/user/login")
-        routes: dict[str, tuple[tuple[str, ...], Callable[[MockRequest, dict[str, str]], MockResponse | Hold]]] = {
-            "/v1/cs/configs": (("GET", "POST", "DELETE"), self._configs_api),
-            "/v1/cs/configs/listener": (("POST",), self._listener),
-            "/v1/console/health/liveness": (("GET",), self._health),
-            "/v1/console/health/readiness": (("GET",), self._health),
-        }
-        for login_path in login_paths:
-            routes[login_path] = (("POST",), self._login)
-        if sub not in routes:
+        route = self._routes().get(sub)
+        if route is None:
             return self.error_response(request, 404, "No static resource " + path.lstrip("/") + ".")
-        methods, handler = routes[sub]
+        methods, handler = route
         if request.method not in methods:
             return self.error_response(request, 405, f"Request method '{request.method}' is not supported",
                                extra=(("Allow", ", ".join(methods)),))
         return handler(request, _params(request))
+
+    def _routes(self) -> dict[str, tuple[tuple[str, ...], _Handler]]:
+        """Path (below the context path) → allowed methods and handler; v3 login only on a 3.x server."""
+        if self._route_table is None or self._route_version != self.nacos_version:
+            routes: dict[str, tuple[tuple[str, ...], _Handler]] = {
+                "/v1/cs/configs": (("GET", "POST", "DELETE"), self._configs_api),
+                "/v1/cs/configs/listener": (("POST",), self._listener),
+                "/v1/console/health/liveness": (("GET",), self._health),
+                "/v1/console/health/readiness": (("GET",), self._health),
+                "/v1/auth/login": (("POST",), self._login),
+                "/v1/auth/users/login": (("POST",), self._login),
+            }
+            if self.nacos_version == 3:
+                routes["/v3/auth/user/login"] = (("POST",), self._login)
+            self._route_table, self._route_version = routes, self.nacos_version
+        return self._route_table
 
     def _health(self, request: MockRequest, params: dict[str, str]) -> MockResponse:
         return _text(200, "OK")

@@ -420,3 +420,29 @@ def test_stop_closes_kept_alive_connections() -> None:
 def test_pytest_fixture(nacos_server: MockNacosServer) -> None:
     response = httpx.post(nacos_server.url + "/nacos/v1/auth/login", data={"username": "nacos", "password": "nacos"})
     assert response.status_code == 200
+
+
+async def test_an_async_held_poll_is_woken_by_a_publish(hi: Harness) -> None:
+    import asyncio
+
+    token = hi.server.issue_token()
+    current = hashlib.md5(b"greeting: hello").hexdigest()
+    async with httpx.AsyncClient(transport=hi.server.transport()) as client:
+        poll_task = asyncio.create_task(client.post(
+            hi.url(LISTENER), data={"Listening-Configs": probe("app.yaml", "DEFAULT_GROUP", current)},
+            headers={"accessToken": token, "Long-Pulling-Timeout": "20000"}))
+        await asyncio.sleep(0.2)
+        assert not poll_task.done()  # held without blocking the event loop
+        started = time.monotonic()
+        published = await client.post(hi.url(CONFIGS), headers={"accessToken": token},
+                                      data={"dataId": "app.yaml", "group": "DEFAULT_GROUP", "content": "v2"})
+        assert published.text == "true"
+        answer = await asyncio.wait_for(poll_task, 5)
+    assert answer.text == "app.yaml%02DEFAULT_GROUP%01\n" and time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("nacos_server", [{"token_ttl": 5, "nacos_version": 3}], indirect=True)
+def test_the_fixture_takes_server_options(nacos_server: MockNacosServer) -> None:
+    response = httpx.post(nacos_server.url + "/nacos/v3/auth/user/login",
+                          data={"username": "nacos", "password": "nacos"})
+    assert response.status_code == 200 and response.json()["tokenTtl"] == 4

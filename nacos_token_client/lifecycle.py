@@ -350,8 +350,9 @@ class TokenLifecycle:
                         now: float, source: str = "login") -> LoginOutcome:
         current = self.token
         same = value in {current.value if current else None, self._dropped_value}
-        if current is not None and current.value == value:
+        if current is not None and current.value == value and current.is_usable(now):
             # The server's token cache handed back what we hold: its life did not grow. Back off, try later.
+            # (Were ours already unusable by our clock, the server's tokenTtl below says how long it really lives.)
             self._failures += 1
             self._retry_at = now + self.policy.retry_delay(self._failures, current)
             token = current

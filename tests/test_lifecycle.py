@@ -263,3 +263,15 @@ def test_zone_boundaries_are_always_ordered(ttl: float, r: float, exp_offset: fl
     assert token.issued_at <= token.refresh_at <= token.mandatory_at <= token.usable_until <= token.expires_at
     assert token.expires_at <= T0 + ttl
     assert token.zone(token.usable_until) is Zone.EXPIRED
+
+
+def test_the_same_token_after_our_expiry_is_rescheduled_not_a_login_loop() -> None:
+    core = TokenLifecycle(rng=constant(0.0))
+    logged_in(core, value="cached", ttl=100.0)
+    token = core.token
+    assert token is not None
+    late = token.usable_until + 1  # our clock says it is dead; the server (skewed) still hands it back
+    assert core.decide(late).action is Action.LOGIN
+    core.login_succeeded("cached", issued_at=late, token_ttl=60.0, jwt_exp=None, now=late)
+    assert core.token is not None and core.token.expires_at == late + 60.0
+    assert core.decide(late + 1).action is Action.USE

@@ -139,13 +139,17 @@ class LoginClient:
         return LoginUnavailableError(f"no login succeeded after {attempts} attempt(s); last: {detail}",
                                      attempts=attempts)
 
-    def _parse(self, server: ServerAddress, api: str, response: httpx.Response) -> LoginAnswer | None:
+    def _accept(self, server: ServerAddress, api: Literal["v1", "v3"], response: httpx.Response,
+                sent_at: float) -> LoginResult | None:
+        """A login answer as a result, or None when ``api="auto"`` should fall back from v3 to v1."""
         try:
-            return parse_login_response(response.status_code, response.content, server=str(server))
+            answer = parse_login_response(response.status_code, response.content, server=str(server))
         except LoginEndpointMissing:
             if self.api == "auto" and api == "v3":
-                return None  # fall back to v1 on the same server
+                return None
             raise
+        self._api_of[server] = api
+        return LoginResult(answer, sent_at, server, 0)
 
     # -- sync ---------------------------------------------------------------------------------------------------
 
@@ -161,10 +165,9 @@ class LoginClient:
             for api in self._apis(server):
                 sent_at = self.clock()
                 response = self._client().send(login_request(server, api, self.username, self._password))
-                answer = self._parse(server, api, response)
-                if answer is not None:
-                    self._api_of[server] = api
-                    return LoginResult(answer, sent_at, server, 0)
+                result = self._accept(server, api, response, sent_at)
+                if result is not None:
+                    return result
             raise LoginEndpointMissing(f"no login endpoint on {server}", server=str(server))
         except (httpx.TransportError, TransientLoginError) as exc:
             raise self._failed(server, exc) from None
@@ -191,10 +194,9 @@ class LoginClient:
             for api in self._apis(server):
                 sent_at = self.clock()
                 response = await client.send(login_request(server, api, self.username, self._password))
-                answer = self._parse(server, api, response)
-                if answer is not None:
-                    self._api_of[server] = api
-                    return LoginResult(answer, sent_at, server, 0)
+                result = self._accept(server, api, response, sent_at)
+                if result is not None:
+                    return result
             raise LoginEndpointMissing(f"no login endpoint on {server}", server=str(server))
         except (httpx.TransportError, TransientLoginError) as exc:
             raise self._failed(server, exc) from None

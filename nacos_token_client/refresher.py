@@ -303,28 +303,26 @@ class TokenSource:
     async def _obtain_async(self, decision: Decision) -> Token:
         store, key = self.state.store, self.state.key
         budget = self._budget(decision)
-        if store.local:
-            adopted = self._adopt(store.get(key), decision)
-            if adopted is not None:
-                return adopted
-            token = self._apply_login(await self.login.login_async(budget), decision)
-            store.put(key, token)
-            return token
-        # A file or network store: its lock and reads block, so they run on a worker thread.
         lock = _store_lock(store, key, budget)
-        await asyncio.to_thread(lock.__enter__)
+        await self._off_loop(lock.__enter__)
         try:
-            adopted = self._adopt(await asyncio.to_thread(_store_call, store.get, key), decision)
+            adopted = self._adopt(await self._off_loop(_store_call, store.get, key), decision)
             if adopted is not None:
                 return adopted
             token = self._apply_login(await self.login.login_async(budget), decision)
-            await asyncio.to_thread(_store_call, store.put, key, token)
+            await self._off_loop(_store_call, store.put, key, token)
             return token
         finally:
-            await asyncio.to_thread(lock.__exit__, None, None, None)
+            await self._off_loop(lock.__exit__, None, None, None)
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a store call without blocking the event loop: inline for a local store, else on a worker thread."""
+        if self.state.store.local:
+            return call(*args)
+        return await asyncio.to_thread(call, *args)
 
     async def _sync_store_async(self) -> None:
-        self._apply_sync(await asyncio.to_thread(_store_call, self.state.store.get, self.state.key))
+        self._apply_sync(await self._off_loop(_store_call, self.state.store.get, self.state.key))
 
     def _in_task(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(work, name="nacos-token-refresh")

@@ -281,10 +281,6 @@ class TokenLifecycle:
             return token
         return None
 
-    @property
-    def login_in_flight(self) -> RefreshReason | None:
-        return self._in_flight
-
     def zone(self, now: float) -> Zone:
         return Zone.ABSENT if self.token is None else self.token.zone(now)
 

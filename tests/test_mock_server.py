@@ -156,6 +156,8 @@ def test_permission_denial(h: Harness, raw: httpx.Client) -> None:
     h.server.deny("secret.yaml")
     assert message(get(h, raw, token, data_id="secret.yaml")) == "authorization failed!"
     assert get(h, raw, token).status_code == 200
+    h.server.allow("secret.yaml")
+    assert get(h, raw, token, data_id="secret.yaml").status_code == 404  # allowed again (and not there)
 
 
 def test_revoked_token(h: Harness, raw: httpx.Client) -> None:

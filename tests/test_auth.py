@@ -508,6 +508,8 @@ def test_failed_background_refresh_keeps_serving_the_valid_token(hi: Harness, ca
             for _ in range(3):
                 ok(hi.get_config(client))
             assert wait_until(lambda: auth.stats.failures == 1)
+            # the warning is logged by the refresh thread just after it counts the failure
+            assert wait_until(lambda: "background token refresh failed" in caplog.text)
             ok(hi.get_config(client))  # backing off: no second attempt yet
         assert "background token refresh failed" in caplog.text
         assert auth.stats.failures == 1 and auth.token_info() == info

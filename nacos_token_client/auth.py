@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 import httpx
 from cachetools import LRUCache
-from httpx._multipart import MultipartStream
+from httpx._multipart import FileField, MultipartStream
 
-from .errors import ConfigurationError, NacosTokenError
+from .errors import AuthenticationError, ConfigurationError, LoginResponseError, NacosTokenError
 from .events import AuthStats, EventHooks, TokenEvent
-from .lifecycle import RefreshPolicy, RefreshReason, Token, TokenInfo, TokenLifecycle
+from .lifecycle import RefreshPolicy, RefreshReason, RejectionVerdict, Ticket, Token, TokenInfo, TokenLifecycle
 from .login import LoginClient, RetrySettings
 from .protocol import (
     LOGIN_PATHS,
@@ -36,7 +36,7 @@ from .protocol import (
     rejection_message,
 )
 from .redaction import install_log_redaction
-from .refresher import TokenSource, shared_state
+from .refresher import StormBackOff, TokenSource, shared_state
 from .stores.base import TokenStore
 from .stores.memory import default_store
 
@@ -50,9 +50,14 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _RELOGIN_KINDS = frozenset({RejectionKind.TOKEN})
 
 
+MAX_REPLAYS = 2
+
+
 @dataclass(frozen=True, slots=True)
 class _NeedToken:
-    pass
+    """A token for this ticket (raises StormBackOff, LoginUnavailableError … into the flow)."""
+
+    ticket: Ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +66,20 @@ class _ReadBody:
 
 
 @dataclass(frozen=True, slots=True)
+class _Reject:
+    """Tell the core ``token`` was refused; answers its :class:`RejectionVerdict`."""
+
+    token: Token
+
+
+@dataclass(frozen=True, slots=True)
 class _Renew:
     """Log in now (the rejected request cannot be replayed), but return the original response whatever happens."""
 
+    ticket: Ticket
 
-_Step = httpx.Request | _NeedToken | _ReadBody | _Renew
+
+_Step = httpx.Request | _NeedToken | _ReadBody | _Reject | _Renew
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -108,31 +122,52 @@ def identity_key(servers: Sequence[ServerAddress], username: str, password: str,
 
 
 def _replayable(request: httpx.Request) -> bool:
-    """Bodies that can be sent again: bytes, str, JSON, form (all ``ByteStream``) and multipart. Not generators."""
-    return isinstance(request.stream, (httpx.ByteStream, MultipartStream))
+    """Bodies that can be sent again whole: bytes, str, JSON, form (all ``ByteStream``) and multipart whose file
+    parts are bytes, str or seekable files (httpx rewinds them). A read-once file part would be sent empty."""
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        return True
+    if not isinstance(stream, MultipartStream):
+        return False
+    for part in stream.fields:
+        if isinstance(part, FileField) and not isinstance(part.file, (bytes, str)):
+            seekable = getattr(part.file, "seekable", None)
+            try:
+                if seekable is None or not seekable():
+                    return False
+            except (OSError, ValueError):
+                return False
+    return True
 
 
 class NacosTokenAuth(httpx.Auth):
     """Token auth for Nacos-style servers, for any ``httpx.Client`` or ``httpx.AsyncClient``.
 
     Logs in when needed (once per identity across the process), refreshes in the background past 90 % of the
-    token's life, re-logs in and replays once when the server rejects the token, and never sends the token to
-    another origin. Without a username requests pass untouched.
+    token's life, re-logs in and replays (up to twice) when the server rejects the token, backs off when fresh
+    tokens keep being rejected, and never sends the token to another origin. Without a username requests pass
+    untouched.
 
     Options (keyword-only, bounded defaults):
 
     * ``namespace``: part of the identity that token sharing is keyed on; ``context_path`` (``/nacos``) applies to
       addresses without a path; ``api``: ``"v1"``, ``"v3"`` or ``"auto"`` (v3, then v1 on 404/501).
     * ``token_placement``: ``"header"`` (``accessToken``), ``"query"`` or ``"bearer"``.
-    * ``refresh_ratio`` (0.9), ``refresh_jitter`` (0.03), ``login_timeout`` (30 s: the longest a request waits for
-      a login), ``login_attempts`` (3, and at least one per server), ``login_backoff`` ((first, max) seconds),
+    * ``password``: a string, or a zero-argument callable returning the current password — for secrets that
+      rotate: it is asked before each login and again after refused credentials (the new password is tried
+      once before the refusal is negative-cached). The identity key (what token sharing is keyed on) uses the
+      password the callable returned when the auth object was made.
+    * ``refresh_ratio`` (0.9), ``refresh_jitter`` (0.03), ``login_timeout`` (30 s: what a request with no usable
+      token may spend getting one, and the hard deadline of every login, reading the answer included),
+      ``login_attempts`` (3, and at least one per server), ``login_backoff`` ((first, max) seconds),
       ``negative_cache_seconds`` (5 s after refused credentials).
     * ``store``: a :class:`~nacos_token_client.stores.TokenStore` (default: the process-wide memory store);
       ``store_sync_interval`` (1 s): how often a shared store is looked at in the background.
     * ``transport``, ``async_transport``, ``verify``, ``timeout``, ``trust_env``: the HTTP settings logins use
       (an ``httpx.MockTransport`` or the mock server's transport serves sync and async logins).
-    * ``clock``: wall-clock seconds, for tests; ``rejection_classifier``: ``Response -> RejectionKind``;
-      ``relogin_on_replaced``: also re-login when a Sa-Token session was replaced or kicked out;
+    * ``clock``: wall-clock seconds and ``timer``: monotonic seconds, for tests;
+      ``rejection_classifier``: ``Response -> RejectionKind``; ``relogin_on_replaced``: also re-login when a
+      Sa-Token session was replaced or kicked out;
       ``on_event``: receives every :class:`~nacos_token_client.events.TokenEvent`.
     """
 
@@ -140,7 +175,7 @@ class NacosTokenAuth(httpx.Auth):
         self,
         server_addresses: str | Sequence[str],
         username: str | None = None,
-        password: str | None = None,
+        password: str | Callable[[], str] | None = None,
         *,
         namespace: str = "",
         context_path: str = "/nacos",
@@ -160,6 +195,7 @@ class NacosTokenAuth(httpx.Auth):
         timeout: Any = 10.0,
         trust_env: bool = True,
         clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
         rejection_classifier: RejectionClassifier = classify_rejection,
         relogin_on_replaced: bool = False,
         on_event: Callable[[TokenEvent], None] | None = None,
@@ -168,6 +204,9 @@ class NacosTokenAuth(httpx.Auth):
             raise ConfigurationError(f"token_placement must be 'header', 'query' or 'bearer', not {token_placement!r}")
         if username is not None and password is None:
             raise ConfigurationError("a username needs a password")
+        if password is not None and not isinstance(password, str) and not callable(password):
+            raise ConfigurationError(f"password must be a str or a callable returning one, not "
+                                     f"{type(password).__name__}")
         self.servers = parse_server_addresses(server_addresses, context_path=context_path)
         self.username = username
         self.namespace = namespace
@@ -188,13 +227,17 @@ class NacosTokenAuth(httpx.Auth):
         if username is None:
             return
         assert password is not None
-        self.identity_key = identity_key(self.servers, username, password, namespace)
-        login = LoginClient(self.servers, username, password, api=api, clock=clock,
+        login = LoginClient(self.servers, username, password, api=api, clock=clock, timer=timer,
                             retry=RetrySettings(login_attempts, *login_backoff), transport=transport,
                             async_transport=async_transport, verify=verify, timeout=timeout, trust_env=trust_env)
+        try:
+            initial_password = login.password()
+        except NacosTokenError as exc:
+            raise ConfigurationError(f"the password callable failed: {exc}") from None
+        self.identity_key = identity_key(self.servers, username, initial_password, namespace)
         shared = not self.store.local
         state = shared_state(self.store, self.identity_key, lambda: TokenLifecycle(policy, shared_store=shared))
-        self._source = TokenSource(state, login, clock=clock, hooks=self._hooks)
+        self._source = TokenSource(state, login, clock=clock, timer=timer, hooks=self._hooks)
 
     def __repr__(self) -> str:
         return (f"NacosTokenAuth(servers={[str(s) for s in self.servers]!r}, username={self.username!r}, "
@@ -207,6 +250,7 @@ class NacosTokenAuth(httpx.Auth):
         return self._require_source().get_token().value
 
     async def aget_token(self) -> str:
+        """A usable token, logging in if needed, without blocking the event loop."""
         return (await self._require_source().aget_token()).value
 
     def invalidate(self, token: str | None = None) -> bool:
@@ -215,6 +259,13 @@ class NacosTokenAuth(httpx.Auth):
         if self._source is None:
             return False
         return self._source.invalidate(token)
+
+    async def ainvalidate(self, token: str | None = None) -> bool:
+        """:meth:`invalidate` for async code: the shared store's copy is deleted off the event loop, and the
+        call returns once it is gone. (``invalidate()`` on a running loop does that on a worker thread.)"""
+        if self._source is None:
+            return False
+        return await self._source.ainvalidate(token)
 
     def token_info(self) -> TokenInfo | None:
         """A secret-free snapshot of the cached token, or None."""
@@ -279,35 +330,59 @@ class NacosTokenAuth(httpx.Auth):
         # no credentials, or a login (a token on a login would be checked instead of the password)
         return self._source is not None and request.url.path not in self._login_paths
 
-    def _recover(self, request: httpx.Request, token: Token, response: httpx.Response,
-                 replayable: bool) -> Generator[_Step, Any, None]:
-        """After a 401/403: classify, compare-and-drop, log in once, replay once — as commands for a driver."""
-        assert self._source is not None
-        yield _ReadBody(response)
-        try:
-            kind = self._classify(response)
-        except Exception:
-            log.exception("rejection_classifier raised; treating the answer as not a token rejection")
-            return
-        self._hooks.count("rejections")
-        self._hooks.emit(TokenEvent("rejection", outcome=kind.value, fingerprint=token.fingerprint,
-                                    error=rejection_message(response)))
-        if kind not in self._relogin_kinds:
-            return  # a permission denial (or a replaced session): the response goes back as it is
-        self._source.rejected(token.value)  # compare-and-drop: one login for many rejections of one token
-        if not replayable:
-            self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome="not_replayable"))
-            yield _Renew()
-            return
-        fresh: Token = yield _NeedToken()
-        if fresh.value == token.value:
-            return  # the server handed the same token back: replaying would be rejected again
-        self._attach(request, fresh)
-        self._hooks.count("replays")
-        replayed: httpx.Response = yield request
-        outcome = "rejected_again" if replayed.status_code in (401, 403) else "sent"
-        self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome=outcome,
-                                    fingerprint=fresh.fingerprint))
+    def _recover(self, request: httpx.Request, token: Token, response: httpx.Response, replayable: bool,
+                 ticket: Ticket) -> Generator[_Step, Any, None]:
+        """After a 401/403: classify, compare-and-drop, log in once, and replay — up to twice, each time with a
+        token from a login that began after the rejection was seen — as commands for a driver."""
+        for replays in range(MAX_REPLAYS + 1):
+            yield _ReadBody(response)
+            try:
+                kind = self._classify(response)
+            except Exception:
+                log.exception("rejection_classifier raised; treating the answer as not a token rejection")
+                return
+            self._hooks.count("rejections")
+            self._hooks.emit(TokenEvent("rejection", outcome=kind.value, fingerprint=token.fingerprint,
+                                        error=rejection_message(response)))
+            if kind not in self._relogin_kinds:
+                return  # a permission denial (or a replaced session): the response goes back as it is
+            verdict: RejectionVerdict = yield _Reject(token)
+            if not verdict.relogin:
+                self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome="backing_off",
+                                            fingerprint=token.fingerprint, duration=verdict.storm_seconds))
+                return
+            ticket.min_generation = max(ticket.min_generation, verdict.min_generation)
+            if replays == MAX_REPLAYS:
+                self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome="gave_up",
+                                            fingerprint=token.fingerprint, attempts=replays))
+                return
+            if not replayable:
+                self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome="not_replayable"))
+                try:
+                    yield _Renew(ticket)
+                except NacosTokenError as exc:
+                    log.warning("re-login after a rejection failed: %s", type(exc).__name__)
+                return
+            try:
+                fresh: Token = yield _NeedToken(ticket)
+            except StormBackOff:
+                self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED, outcome="backing_off"))
+                return
+            except (AuthenticationError, LoginResponseError):
+                raise  # the credentials (or the server's answers) are wrong: a clear error beats a stale 403
+            except NacosTokenError as exc:
+                log.warning("no token for a replay (%s); the rejected response goes back", type(exc).__name__)
+                return
+            self._attach(request, fresh)
+            self._hooks.count("replays")
+            response = yield request
+            rejected_again = response.status_code in (401, 403)
+            self._hooks.emit(TokenEvent("replay", reason=RefreshReason.REJECTED,
+                                        outcome="rejected_again" if rejected_again else "sent",
+                                        fingerprint=fresh.fingerprint, attempts=replays + 1))
+            if not rejected_again:
+                return
+            token = fresh
 
     # -- drivers: the same steps, sync or async ------------------------------------------------------------------
 
@@ -317,30 +392,37 @@ class NacosTokenAuth(httpx.Auth):
             return
         source = self._require_source()
         replayable = _replayable(request)  # before sending: a transport may buffer a stream while sending it
-        token = source.get_token()
+        ticket = Ticket()
+        token = source.get_token(ticket)
         self._attach(request, token)
         response = yield request
         if response.status_code not in (401, 403):
+            if source.strikes:
+                source.token_worked(token)
             return
-        steps = self._recover(request, token, response, replayable)
+        steps = self._recover(request, token, response, replayable, ticket)
         reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                step = steps.send(reply)
+                step = steps.send(reply) if error is None else steps.throw(error)
             except StopIteration:
                 return
+            reply, error = None, None
             if isinstance(step, httpx.Request):
                 reply = yield step
-            elif isinstance(step, _NeedToken):
-                reply = source.get_token()
-            elif isinstance(step, _ReadBody):
-                reply = step.response.read()
-            else:
-                try:
-                    source.get_token()
-                except NacosTokenError as exc:
-                    log.warning("re-login after a rejection failed: %s", type(exc).__name__)
-                reply = None
+                continue
+            try:
+                if isinstance(step, _NeedToken):
+                    reply = source.get_token(step.ticket)
+                elif isinstance(step, _ReadBody):
+                    reply = step.response.read()
+                elif isinstance(step, _Reject):
+                    reply = source.run_sync(source.rejected(step.token))
+                else:
+                    source.get_token(step.ticket)
+            except NacosTokenError as exc:
+                error = exc
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         if not self._plan(request):
@@ -348,27 +430,34 @@ class NacosTokenAuth(httpx.Auth):
             return
         source = self._require_source()
         replayable = _replayable(request)
-        token = await source.aget_token()
+        ticket = Ticket()
+        token = await source.aget_token(ticket)
         self._attach(request, token)
         response = yield request
         if response.status_code not in (401, 403):
+            if source.strikes:
+                source.token_worked(token)
             return
-        steps = self._recover(request, token, response, replayable)
+        steps = self._recover(request, token, response, replayable, ticket)
         reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                step = steps.send(reply)
+                step = steps.send(reply) if error is None else steps.throw(error)
             except StopIteration:
                 return
+            reply, error = None, None
             if isinstance(step, httpx.Request):
                 reply = yield step
-            elif isinstance(step, _NeedToken):
-                reply = await source.aget_token()
-            elif isinstance(step, _ReadBody):
-                reply = await step.response.aread()
-            else:
-                try:
-                    await source.aget_token()
-                except NacosTokenError as exc:
-                    log.warning("re-login after a rejection failed: %s", type(exc).__name__)
-                reply = None
+                continue
+            try:
+                if isinstance(step, _NeedToken):
+                    reply = await source.aget_token(step.ticket)
+                elif isinstance(step, _ReadBody):
+                    reply = await step.response.aread()
+                elif isinstance(step, _Reject):
+                    reply = await source.run_async(source.rejected(step.token))
+                else:
+                    await source.aget_token(step.ticket)
+            except NacosTokenError as exc:
+                error = exc

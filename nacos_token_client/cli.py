@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--password", default=os.environ.get("NACOS_PASSWORD"), help="[NACOS_PASSWORD]")
         sub.add_argument("--namespace", default="", help="tenant / namespace id")
         sub.add_argument("--api", choices=("v1", "v3", "auto"), default="v1")
+        sub.add_argument("--login-timeout", type=_positive, default=10.0,
+                         help="give up getting a token after this many seconds (default 10)")
         return sub
 
     login = with_connection(commands.add_parser("login", help="log in and show the token's life"))
@@ -98,7 +100,8 @@ def _connect(args: argparse.Namespace) -> NacosTokenClient:
         if not sys.stdin.isatty():
             raise CliError("no password: pass --password or set NACOS_PASSWORD")
         password = getpass.getpass(f"password for {args.username}: ")
-    return NacosTokenClient(args.server, args.username, password, api=args.api, namespace=args.namespace)
+    return NacosTokenClient(args.server, args.username, password, api=args.api, namespace=args.namespace,
+                            login_timeout=args.login_timeout)
 
 
 def _cmd_login(args: argparse.Namespace) -> int:

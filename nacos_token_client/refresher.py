@@ -1,14 +1,20 @@
-"""Thin sync and async drivers that carry out the core's decisions. No rule lives here.
+"""Single flight and background refresh: each flow written once, carried out by a thin sync and a thin async shell.
+
+The flows are generators that yield I/O commands — wait for the login in flight, send a login, read / write /
+lock / delete in the store, start a background flow — and receive the results. :meth:`TokenSource.run_sync` and
+:meth:`TokenSource.run_async` carry the commands out; they are the only places that touch threads, the event loop
+or the store, and the only places that handle cancellation: a flow interrupted at a command (``CancelledError``,
+``KeyboardInterrupt``, a coroutine closed with its loop) is unwound by throwing :class:`Cancelled` into it, so its
+``finally`` blocks run (a store lock is released on a worker thread) and its lease is given back.
 
 * One :class:`SharedState` per (store, identity) in the process: every auth object with the same identity shares
-  its core, so they log in once between them.
-* Single flight: a LOGIN decision creates one ``concurrent.futures.Future``; threads wait on it with
-  ``result(timeout)``, asyncio tasks on any event loop with ``asyncio.wrap_future`` (shielded). The core's state
-  is guarded by a ``threading.Lock`` held for microseconds and never across I/O or an ``await``, so there is no
-  asyncio lock to bind to the wrong loop.
-* A leader that fails completes the future with its error; one that is cancelled completes it with
-  :class:`_Abandoned`, and its waiters decide again — nobody hangs on a dead leader.
-* Fork-safe: a child gets fresh locks, no in-flight login and no parent connections.
+  its core, so they log in once between them. Its ``threading.Lock`` guards the core for microseconds and is never
+  held across I/O or an ``await``, so nothing is bound to an event loop.
+* A login in flight is a :class:`~nacos_token_client.lifecycle.Lease` owned by a thread or an event loop; waiters
+  wait on a ``concurrent.futures.Future`` completed when it ends, in slices, and decide again after every wake.
+* Async code never blocks its loop: store calls (locks included) run on worker threads, lock attempts are short
+  and a lock won after its waiter was cancelled is released at once.
+* Fork-safe: a child gets fresh locks, no lease, no worker threads and no parent connections.
 """
 
 from __future__ import annotations
@@ -16,70 +22,184 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import copy
 import functools
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .errors import LoginUnavailableError, NacosTokenError
+from .errors import NacosTokenError
 from .events import EventHooks, TokenEvent
-from .lifecycle import Action, Decision, RefreshReason, Token, TokenLifecycle
+from .lifecycle import Action, Decision, Lease, Owner, RefreshReason, RejectionVerdict, Ticket, Token, TokenLifecycle
 from .login import LoginClient, LoginResult
 from .stores.base import TokenStore
 
-__all__ = ["SharedState", "TokenSource", "shared_state"]
+__all__ = ["Cancelled", "SharedState", "StormBackOff", "TokenSource", "shared_state"]
 
 log = logging.getLogger("nacos_token_client")
+T = TypeVar("T")
+
+#: How long one async attempt at a store's login lock may block its worker thread; cancellation waits no longer.
+LOCK_SLICE = 0.1
 
 
-class _Abandoned(Exception):
-    """The leader was cancelled before its login finished."""
+class Cancelled(BaseException):
+    """Thrown into a flow whose shell was interrupted, so its ``finally`` blocks run."""
+
+
+class StormBackOff(NacosTokenError):
+    """A replay would need a rejection-driven login while rejections are backing off: the rejected response
+    goes back as it is."""
+
+
+# -- commands ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WaitFor:
+    """Wait until ``wake`` completes (the login in flight ended) or ``seconds`` pass; with no ``wake``, sleep."""
+
+    wake: concurrent.futures.Future[None] | None
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendLogin:
+    """Log in, with every attempt ending by ``deadline`` (monotonic). Answers a LoginResult or raises."""
+
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreGet:
+    """Read the shared store (availability first: a failing store reads as empty)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorePut:
+    token: Token
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDelete:
+    """Compare-and-delete ``value`` in the store."""
+
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLock:
+    """Take the store's login lock within ``seconds``. Answers a handle to release, or None (not had)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUnlock:
+    handle: AbstractContextManager[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """Run ``flow`` in the background (a thread, or a task on the running loop), owned by ``owner``."""
+
+    flow: Callable[[], Generator[Command, Any, None]]
+    owner: PendingOwner
+
+
+Command = WaitFor | SendLogin | StoreGet | StorePut | StoreDelete | StoreLock | StoreUnlock | Spawn
+Flow = Generator[Command, Any, T]
+
+
+# -- owners of leases ----------------------------------------------------------------------------------------------
+
+
+class ThreadOwner(Owner):
+    """A lease held by a thread: void once the thread has died."""
+
+    def __init__(self, thread: threading.Thread | None = None) -> None:
+        self.thread = thread or threading.current_thread()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+class LoopOwner(Owner):
+    """A lease held by a task: void once its event loop is closed or the loop's thread has died."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.current_thread()
+
+    def alive(self) -> bool:
+        return not self.loop.is_closed() and self.thread.is_alive()
+
+
+class PendingOwner(Owner):
+    """The owner of a background flow not started yet: alive until bound, then as alive as what it is bound to."""
+
+    def __init__(self) -> None:
+        self.bound: Owner | None = None
+
+    def alive(self) -> bool:
+        return self.bound is None or self.bound.alive()
+
+
+# -- per-identity state ------------------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
 class SharedState:
-    """One identity's token state in this process."""
+    """One identity's token state in this process: the core, and a wake-up future per login in flight."""
 
     core: TokenLifecycle
     store: TokenStore
     key: str
     lock: threading.Lock = field(default_factory=threading.Lock)
-    flight: concurrent.futures.Future[Token] | None = None
+    wakes: dict[int, concurrent.futures.Future[None]] = field(default_factory=dict)
 
-    def decide(self, now: float) -> tuple[Decision, concurrent.futures.Future[Token] | None]:
+    def decide(self, now: float, mono: float, ticket: Ticket, owner: Owner) -> tuple[
+            Decision, concurrent.futures.Future[None] | None]:
         with self.lock:
-            decision = self.core.decide(now)
-            if decision.action in (Action.LOGIN, Action.REFRESH_IN_BACKGROUND):
-                flight: concurrent.futures.Future[Token] = concurrent.futures.Future()
-                flight.set_running_or_notify_cancel()  # nobody may cancel it: waiters wait on a shield
-                self.flight = flight
-            return decision, self.flight
+            decision = self.core.decide(now, mono, ticket, owner)
+            lease = decision.lease
+            if decision.action in (Action.LOGIN, Action.REFRESH_IN_BACKGROUND) and lease is not None:
+                for stale in self.wakes.values():  # a voided flight's waiters decide again now
+                    _complete(stale)
+                wake: concurrent.futures.Future[None] = concurrent.futures.Future()
+                wake.set_running_or_notify_cancel()  # nobody may cancel it
+                self.wakes = {lease.generation: wake}
+            if decision.action in (Action.REFRESH_IN_BACKGROUND, Action.SYNC_IN_BACKGROUND) and lease is not None:
+                lease.owner = PendingOwner()
+            flight = self.core.flight
+            return decision, self.wakes.get(flight.generation) if flight is not None else None
 
-    def after_wait(self, now: float, fallback: Token | None, error: NacosTokenError | None,
-                   abandoned: bool) -> tuple[Decision, concurrent.futures.Future[Token] | None]:
-        with self.lock:
-            decision = self.core.after_wait(now, fallback, error, abandoned=abandoned)
-            if decision.action in (Action.LOGIN, Action.REFRESH_IN_BACKGROUND):
-                flight: concurrent.futures.Future[Token] = concurrent.futures.Future()
-                flight.set_running_or_notify_cancel()
-                self.flight = flight
-            return decision, self.flight
+    def ended(self, lease: Lease) -> None:
+        """The login ``lease`` ended (the core already knows how): wake its waiters."""
+        wake = self.wakes.pop(lease.generation, None)
+        if wake is not None:
+            _complete(wake)
 
     def reset_after_fork(self) -> None:
         self.lock = threading.Lock()
-        self.flight = None
+        self.wakes = {}
         self.core.reset_after_fork()
+
+
+def _complete(wake: concurrent.futures.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)
 
 
 _registry: weakref.WeakValueDictionary[tuple[int, str], SharedState] = weakref.WeakValueDictionary()
 _registry_lock = threading.Lock()
 _sources: weakref.WeakSet[TokenSource] = weakref.WeakSet()
+_store_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
 def shared_state(store: TokenStore, key: str, make_core: Callable[[], TokenLifecycle]) -> SharedState:
@@ -92,9 +212,20 @@ def shared_state(store: TokenStore, key: str, make_core: Callable[[], TokenLifec
         return state
 
 
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    """Worker threads for store calls from async code (bounded; a store call has its own timeouts)."""
+    global _store_executor  # noqa: PLW0603 - one pool per process
+    with _registry_lock:
+        if _store_executor is None:
+            _store_executor = concurrent.futures.ThreadPoolExecutor(max_workers=16,
+                                                                    thread_name_prefix="nacos-token-store")
+        return _store_executor
+
+
 def _after_fork_in_child() -> None:
-    global _registry_lock  # noqa: PLW0603 - the parent's lock may have been held by another thread at fork
+    global _registry_lock, _store_executor  # noqa: PLW0603 - the parent's may have been in use at fork
     _registry_lock = threading.Lock()
+    _store_executor = None
     for state in list(_registry.values()):
         state.reset_after_fork()
     for source in list(_sources):
@@ -103,9 +234,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-T = TypeVar("T")
 
 
 def _store_call(method: Callable[..., T], *args: Any) -> T | None:
@@ -118,320 +246,416 @@ def _store_call(method: Callable[..., T], *args: Any) -> T | None:
         return None
 
 
-@contextlib.contextmanager
-def _store_lock(store: TokenStore, key: str, timeout: float) -> Iterator[bool]:
-    """The store's login lock, or no lock at all if the store cannot give one (its failure is logged)."""
+class _LockFailed:
+    """The store could not be asked for its lock (unreachable): log in without it, do not try again."""
+
+
+LOCK_FAILED = _LockFailed()
+
+
+def _lock_attempt(store: TokenStore, key: str, seconds: float) -> AbstractContextManager[bool] | _LockFailed | None:
+    """Try the store's login lock for up to ``seconds``: the entered lock, None (not had in time) or LOCK_FAILED."""
     try:
-        manager = store.lock(key, timeout)
+        manager = store.lock(key, seconds)
         acquired = manager.__enter__()
     except Exception as exc:
         log.warning("token store lock failed (%s); logging in without it", type(exc).__name__)
-        yield False
-        return
+        return LOCK_FAILED
+    if acquired:
+        return manager
+    _unlock(manager)
+    return None
+
+
+def _unlock(handle: AbstractContextManager[bool]) -> None:
     try:
-        yield acquired
-    finally:
-        try:
-            manager.__exit__(None, None, None)
-        except Exception as exc:
-            log.warning("token store unlock failed (%s)", type(exc).__name__)
+        handle.__exit__(None, None, None)
+    except Exception as exc:
+        log.warning("token store unlock failed (%s)", type(exc).__name__)
+
+
+def _unlock_in_background(handle: AbstractContextManager[bool]) -> None:
+    threading.Thread(target=_unlock, args=(handle,), name="nacos-token-unlock", daemon=True).start()
 
 
 class TokenSource:
     """Gets a usable token for one auth object: the fast path, single flight, background refresh."""
 
     def __init__(self, state: SharedState, login: LoginClient, *, clock: Callable[[], float],
-                 hooks: EventHooks) -> None:
+                 timer: Callable[[], float] = time.monotonic, hooks: EventHooks) -> None:
         self.state = state
         self._core = state.core
         self.login = login
         self.clock = clock
+        self.timer = timer
         self.hooks = hooks
         self._background: set[threading.Thread | asyncio.Task[Any]] = set()
         _sources.add(self)
 
-    # -- sync -------------------------------------------------------------------------------------------------
+    # -- the flows, written once -----------------------------------------------------------------------------
 
-    def get_token(self) -> Token:
-        now = self.clock()
-        token = self._core.fast_token(now)  # lock-free: the token is immutable and read atomically
-        if token is not None:
-            self.hooks.count("cache_hits")
-            return token
-        decision, flight = self.state.decide(now)
-        if decision.action is Action.USE:
-            self.hooks.count("cache_hits")
-        while True:
-            action = decision.action
-            if action is Action.USE:
-                assert decision.token is not None
-                return decision.token
-            if action is Action.FAIL:
-                assert decision.error is not None
-                raise copy.copy(decision.error)
-            if action is Action.SYNC_IN_BACKGROUND:
-                assert decision.token is not None
-                self._in_thread(self._sync_store_sync)
-                return decision.token
-            assert flight is not None
-            if action is Action.REFRESH_IN_BACKGROUND:
-                assert decision.token is not None
-                self._in_thread(functools.partial(self._lead_sync, decision, flight))
-                return decision.token
-            if action is Action.LOGIN:
-                decision, flight = self._lead_sync(decision, flight)
-            else:  # WAIT
-                decision, flight = self._wait_sync(decision, flight)
-
-    def _wait_sync(self, decision: Decision, flight: concurrent.futures.Future[Token]) -> tuple[
-            Decision, concurrent.futures.Future[Token] | None]:
-        self.hooks.count("waits")
-        started = time.monotonic()
-        error: NacosTokenError | None = None
-        abandoned = False
+    def acquire(self, ticket: Ticket, owner: Owner) -> Flow[Token]:
+        """A token ``ticket`` may send: use, wait, lead or fail as the core decides, until one is had."""
+        waited_since: float | None = None
         try:
-            flight.result(timeout=self._wait_seconds(decision))
-        except _Abandoned:
-            abandoned = True
-        except concurrent.futures.TimeoutError:
-            error = LoginUnavailableError("timed out waiting for another login to finish")
-        except NacosTokenError as exc:
-            error = exc
-        self.hooks.observe_wait(time.monotonic() - started)
-        return self.state.after_wait(self.clock(), decision.token, error, abandoned)
+            while True:
+                decision, wake = self.state.decide(self.clock(), self.timer(), ticket, owner)
+                action = decision.action
+                if action is Action.USE:
+                    assert decision.token is not None
+                    return decision.token
+                if action is Action.FAIL:
+                    assert decision.error is not None
+                    raise decision.error
+                if action is Action.BACK_OFF:
+                    raise StormBackOff("rejections are backing off; the rejected response goes back as it is")
+                if action in (Action.SYNC_IN_BACKGROUND, Action.REFRESH_IN_BACKGROUND):
+                    assert decision.token is not None and decision.lease is not None
+                    pending = decision.lease.owner
+                    assert isinstance(pending, PendingOwner)
+                    background = (functools.partial(self._sync_flow, decision.lease)
+                                  if action is Action.SYNC_IN_BACKGROUND else
+                                  functools.partial(self._lead_flow, decision, True))
+                    yield Spawn(background, pending)
+                    return decision.token
+                if action is Action.LOGIN:
+                    yield from self._lead_flow(decision, False)
+                else:  # WAIT
+                    if waited_since is None:
+                        waited_since = self.timer()
+                        self.hooks.count("waits")
+                    yield WaitFor(wake, decision.wait)
+        finally:
+            if waited_since is not None:
+                self.hooks.observe_wait(self.timer() - waited_since)
 
-    def _lead_sync(self, decision: Decision, flight: concurrent.futures.Future[Token]) -> tuple[
-            Decision, concurrent.futures.Future[Token] | None]:
-        started = time.monotonic()
+    def _lead_flow(self, decision: Decision, background: bool) -> Flow[None]:
+        """Lead one login: under the store's lock, adopt what another process stored or log in and store it."""
+        lease = decision.lease
+        assert lease is not None
+        started = self.timer()
         try:
-            token = self._obtain_sync(decision)
+            handle = None if self.state.store.local else (yield StoreLock(max(lease.deadline - self.timer(), 0.0)))
+            try:
+                stored = yield StoreGet()
+                if stored is not None and self._adopt(lease, stored, decision.reason):
+                    return
+                result = yield SendLogin(lease.deadline)
+                token = self._apply_login(lease, result, decision.reason)
+                if token is not None:
+                    yield StorePut(token)
+            finally:
+                if handle is not None:
+                    yield StoreUnlock(handle)
         except NacosTokenError as exc:
-            return self._failed(decision, flight, exc, started)
+            self._failed(lease, decision.reason, exc, started, background)
         except BaseException:
-            self._abandon(flight)
+            with self.state.lock:
+                self._core.login_abandoned(lease)
+            self.state.ended(lease)
             raise
-        return self._succeeded(flight, token)
 
-    def _obtain_sync(self, decision: Decision) -> Token:
+    def _sync_flow(self, lease: Lease) -> Flow[None]:
+        """A background look at the shared store: adopt a newer token another process put there."""
+        stored: Token | None = None
+        try:
+            stored = yield StoreGet()
+        finally:
+            with self.state.lock:
+                adopted = self._core.sync_finished(lease, stored, self.clock())
+        if adopted is not None:
+            self.hooks.emit(TokenEvent("adopt", outcome="from_store", fingerprint=adopted.fingerprint))
+
+    # -- sync shell -------------------------------------------------------------------------------------------
+
+    def run_sync(self, flow: Flow[T]) -> T:
+        """Carry out ``flow`` in this thread."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                command = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply, error = None, None
+            try:
+                reply = self._execute_sync(command)
+            except Exception as exc:
+                error = exc
+            except BaseException:
+                _unwind(flow)
+                raise
+
+    def _execute_sync(self, command: Command) -> Any:
         store, key = self.state.store, self.state.key
-        budget = self._budget(decision)
-        with _store_lock(store, key, budget):
-            adopted = self._adopt(_store_call(store.get, key), decision)
-            if adopted is not None:
-                return adopted
-            result = self.login.login_sync(budget)
-            token = self._apply_login(result, decision)
-            _store_call(store.put, key, token)
-            return token
+        if isinstance(command, WaitFor):
+            if command.wake is not None:
+                concurrent.futures.wait([command.wake], timeout=command.seconds)
+            else:
+                time.sleep(command.seconds)
+            return None
+        if isinstance(command, SendLogin):
+            return self.login.login_sync(command.deadline)
+        if isinstance(command, StoreGet):
+            return _store_call(store.get, key)
+        if isinstance(command, StorePut):
+            return _store_call(store.put, key, command.token)
+        if isinstance(command, StoreDelete):
+            return _store_call(store.delete, key, command.value)
+        if isinstance(command, StoreLock):
+            handle = _lock_attempt(store, key, command.seconds)
+            return None if handle is LOCK_FAILED else handle
+        if isinstance(command, StoreUnlock):
+            return _unlock(command.handle)
+        self._spawn_thread(command)
+        return None
 
-    def _sync_store_sync(self) -> None:
-        self._apply_sync(_store_call(self.state.store.get, self.state.key))
-
-    def _in_thread(self, work: Callable[[], object]) -> None:
+    def _spawn_thread(self, spawn: Spawn) -> None:
         def run() -> None:
             try:
-                work()
+                self.run_sync(spawn.flow())
+            except Exception:
+                log.exception("background token flow failed")
             finally:
                 self._background.discard(thread)
 
         thread = threading.Thread(target=run, name="nacos-token-refresh", daemon=True)
+        spawn.owner.bound = ThreadOwner(thread)
         self._background.add(thread)
         thread.start()
 
-    # -- async ------------------------------------------------------------------------------------------------
+    # -- async shell ------------------------------------------------------------------------------------------
 
-    async def aget_token(self) -> Token:
-        now = self.clock()
-        token = self._core.fast_token(now)
-        if token is not None:
-            self.hooks.count("cache_hits")
-            return token
-        decision, flight = self.state.decide(now)
-        if decision.action is Action.USE:
-            self.hooks.count("cache_hits")
+    async def run_async(self, flow: Flow[T]) -> T:
+        """Carry out ``flow`` on the running loop, never blocking it."""
+        reply: Any = None
+        error: BaseException | None = None
         while True:
-            action = decision.action
-            if action is Action.USE:
-                assert decision.token is not None
-                return decision.token
-            if action is Action.FAIL:
-                assert decision.error is not None
-                raise copy.copy(decision.error)
-            if action is Action.SYNC_IN_BACKGROUND:
-                assert decision.token is not None
-                self._in_task(self._sync_store_async())
-                return decision.token
-            assert flight is not None
-            if action is Action.REFRESH_IN_BACKGROUND:
-                assert decision.token is not None
-                self._in_task(self._lead_async(decision, flight))
-                return decision.token
-            if action is Action.LOGIN:
-                decision, flight = await self._lead_async(decision, flight)
-            else:
-                decision, flight = await self._wait_async(decision, flight)
+            try:
+                command = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply, error = None, None
+            try:
+                reply = await self._execute_async(command)
+            except Exception as exc:
+                error = exc
+            except BaseException:  # CancelledError, or GeneratorExit when the loop drops the task
+                _unwind(flow)
+                raise
 
-    async def _wait_async(self, decision: Decision, flight: concurrent.futures.Future[Token]) -> tuple[
-            Decision, concurrent.futures.Future[Token] | None]:
-        self.hooks.count("waits")
-        started = time.monotonic()
-        error: NacosTokenError | None = None
-        abandoned = False
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(flight)), self._wait_seconds(decision))
-        except _Abandoned:
-            abandoned = True
-        except asyncio.TimeoutError:
-            error = LoginUnavailableError("timed out waiting for another login to finish")
-        except NacosTokenError as exc:
-            error = exc
-        self.hooks.observe_wait(time.monotonic() - started)
-        return self.state.after_wait(self.clock(), decision.token, error, abandoned)
-
-    async def _lead_async(self, decision: Decision, flight: concurrent.futures.Future[Token]) -> tuple[
-            Decision, concurrent.futures.Future[Token] | None]:
-        started = time.monotonic()
-        try:
-            token = await self._obtain_async(decision)
-        except NacosTokenError as exc:
-            return self._failed(decision, flight, exc, started)
-        except BaseException:
-            self._abandon(flight)
-            raise
-        return self._succeeded(flight, token)
-
-    async def _obtain_async(self, decision: Decision) -> Token:
+    async def _execute_async(self, command: Command) -> Any:
         store, key = self.state.store, self.state.key
-        budget = self._budget(decision)
-        lock = _store_lock(store, key, budget)
-        await self._off_loop(lock.__enter__)
-        try:
-            adopted = self._adopt(await self._off_loop(_store_call, store.get, key), decision)
-            if adopted is not None:
-                return adopted
-            token = self._apply_login(await self.login.login_async(budget), decision)
-            await self._off_loop(_store_call, store.put, key, token)
-            return token
-        finally:
-            await self._off_loop(lock.__exit__, None, None, None)
+        if isinstance(command, WaitFor):
+            if command.wake is None:
+                await asyncio.sleep(command.seconds)
+            else:
+                # cancelling the wrapper cannot cancel the flight's future: it is marked running
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.wrap_future(command.wake), command.seconds)
+            return None
+        if isinstance(command, SendLogin):
+            return await self.login.login_async(command.deadline)
+        if isinstance(command, Spawn):
+            self._spawn_task(command)
+            return None
+        if isinstance(command, StoreLock):
+            return await self._lock_async(command.seconds)
+        call: Callable[[], Any]
+        if isinstance(command, StoreUnlock):
+            call = functools.partial(_unlock, command.handle)
+        elif isinstance(command, StoreGet):
+            call = functools.partial(_store_call, store.get, key)
+        elif isinstance(command, StorePut):
+            call = functools.partial(_store_call, store.put, key, command.token)
+        else:
+            call = functools.partial(_store_call, store.delete, key, command.value)
+        if store.local:
+            return call()
+        return await asyncio.wrap_future(_executor().submit(call))
 
-    async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
-        """Run a store call without blocking the event loop: inline for a local store, else on a worker thread."""
-        if self.state.store.local:
-            return call(*args)
-        return await asyncio.to_thread(call, *args)
+    async def _lock_async(self, seconds: float) -> AbstractContextManager[bool] | None:
+        """Short lock attempts on a worker thread, so a cancelled waiter stops waiting within one slice; a lock
+        won by an attempt whose waiter was cancelled is released at once."""
+        store, key = self.state.store, self.state.key
+        end = self.timer() + seconds
+        while True:
+            attempt = _executor().submit(_lock_attempt, store, key, min(LOCK_SLICE, max(end - self.timer(), 0.0)))
+            try:
+                handle = await asyncio.wrap_future(attempt)
+            except BaseException:
+                attempt.add_done_callback(_release_won)
+                raise
+            if isinstance(handle, _LockFailed):
+                return None
+            if handle is not None or self.timer() >= end:
+                return handle
 
-    async def _sync_store_async(self) -> None:
-        self._apply_sync(await self._off_loop(_store_call, self.state.store.get, self.state.key))
-
-    def _in_task(self, work: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.get_running_loop().create_task(work, name="nacos-token-refresh")
+    def _spawn_task(self, spawn: Spawn) -> None:
+        owner = LoopOwner()
+        spawn.owner.bound = owner
+        task = owner.loop.create_task(self._background_task(spawn), name="nacos-token-refresh")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    # -- shared by both drivers -------------------------------------------------------------------------------
+    async def _background_task(self, spawn: Spawn) -> None:
+        try:
+            await self.run_async(spawn.flow())
+        except Exception:
+            log.exception("background token flow failed")
 
-    def _budget(self, decision: Decision) -> float:
-        deadline = decision.deadline if decision.deadline is not None else self.clock()
-        return max(deadline - self.clock(), 0.0)
+    # -- what the flows share -----------------------------------------------------------------------------------
 
-    def _wait_seconds(self, decision: Decision) -> float:
-        return max(self._budget(decision), 0.001)
-
-    def _adopt(self, stored: Token | None, decision: Decision) -> Token | None:
+    def _adopt(self, lease: Lease, stored: Token, reason: RefreshReason | None) -> bool:
         """Another process (or auth object) stored a token while we waited for the lock: use it."""
-        if stored is None:
-            return None
         with self.state.lock:
-            adopted = self.state.core.adopt(stored, self.clock())
-        if adopted:
-            self.hooks.emit(TokenEvent("login", reason=decision.reason, outcome="from_store",
-                                       fingerprint=stored.fingerprint))
-            return stored
-        return None
+            adopted = self._core.adopt(lease, stored, self.clock())
+        if adopted is None:
+            return False
+        self.state.ended(lease)
+        self.hooks.emit(TokenEvent("login", reason=reason, outcome="from_store", fingerprint=adopted.fingerprint))
+        return True
 
-    def _apply_sync(self, stored: Token | None) -> None:
-        with self.state.lock:
-            adopted = self.state.core.store_synced(stored, self.clock())
-        if adopted and stored is not None:
-            self.hooks.emit(TokenEvent("adopt", outcome="from_store", fingerprint=stored.fingerprint))
-
-    def _apply_login(self, result: LoginResult, decision: Decision) -> Token:
+    def _apply_login(self, lease: Lease, result: LoginResult, reason: RefreshReason | None) -> Token | None:
+        """The core takes the login's token; None if it did not (begun before a rejection, or overtaken)."""
         answer = result.answer
         with self.state.lock:
-            outcome = self.state.core.login_succeeded(answer.token, issued_at=result.sent_at,
-                                                      token_ttl=answer.token_ttl, jwt_exp=answer.jwt_exp,
-                                                      now=self.clock())
+            outcome = self._core.login_succeeded(lease, answer.token, issued_at=result.sent_at,
+                                                 token_ttl=answer.token_ttl, jwt_exp=answer.jwt_exp,
+                                                 now=self.clock())
+        self.state.ended(lease)
         self.hooks.count("logins")
-        self.hooks.emit(TokenEvent("login", reason=decision.reason,
-                                   outcome="same_token" if outcome.same_token else "ok",
-                                   fingerprint=outcome.token.fingerprint, server=str(result.server),
-                                   attempts=result.attempts, duration=self.clock() - result.sent_at))
-        return outcome.token
+        label = "superseded" if not outcome.installed else "same_token" if outcome.same_token else "ok"
+        self.hooks.emit(TokenEvent("login", reason=reason, outcome=label, fingerprint=outcome.token.fingerprint,
+                                   server=str(result.server), attempts=result.attempts,
+                                   duration=self.clock() - result.sent_at))
+        return outcome.token if outcome.installed else None
 
-    def _succeeded(self, flight: concurrent.futures.Future[Token], token: Token) -> tuple[
-            Decision, concurrent.futures.Future[Token] | None]:
+    def _failed(self, lease: Lease, reason: RefreshReason | None, error: NacosTokenError, started: float,
+                background: bool) -> None:
         with self.state.lock:
-            if self.state.flight is flight:
-                self.state.flight = None
-        flight.set_result(token)
-        return Decision(Action.USE, token), None
-
-    def _failed(self, decision: Decision, flight: concurrent.futures.Future[Token], error: NacosTokenError,
-                started: float) -> tuple[Decision, concurrent.futures.Future[Token] | None]:
-        now = self.clock()
-        with self.state.lock:
-            self.state.core.login_failed(error, now)
-            if self.state.flight is flight:
-                self.state.flight = None
-        flight.set_exception(error)
+            self._core.login_failed(lease, error, self.clock(), self.timer())
+        self.state.ended(lease)
         self.hooks.count("failures")
-        self.hooks.emit(TokenEvent("failure", reason=decision.reason, outcome=type(error).__name__,
-                                   duration=time.monotonic() - started, error=str(error)))
-        if decision.action is Action.REFRESH_IN_BACKGROUND:
+        self.hooks.emit(TokenEvent("failure", reason=reason, outcome=type(error).__name__,
+                                   duration=self.timer() - started, error=str(error)))
+        if background:
             log.warning("background token refresh failed (%s: %s); still serving the current token",
                         type(error).__name__, error)
-        return self.state.after_wait(now, decision.token, error, False)
 
-    def _abandon(self, flight: concurrent.futures.Future[Token]) -> None:
-        with self.state.lock:
-            self.state.core.login_abandoned()
-            if self.state.flight is flight:
-                self.state.flight = None
-        flight.set_exception(_Abandoned())
+    # -- sync and async entry points ----------------------------------------------------------------------------
+
+    def get_token(self, ticket: Ticket | None = None) -> Token:
+        """A token to send (blocking): the lock-free fast path, else the acquisition flow in this thread."""
+        token = self._core.fast_token(self.clock())  # lock-free: the token is immutable and read atomically
+        if token is not None:
+            self.hooks.count("cache_hits")
+            return token
+        return self.run_sync(self.acquire(ticket or Ticket(), ThreadOwner()))
+
+    async def aget_token(self, ticket: Ticket | None = None) -> Token:
+        """A token to send, without blocking the loop."""
+        token = self._core.fast_token(self.clock())
+        if token is not None:
+            self.hooks.count("cache_hits")
+            return token
+        return await self.run_async(self.acquire(ticket or Ticket(), LoopOwner()))
 
     # -- events from the auth layer ---------------------------------------------------------------------------
 
     def invalidate(self, value: str | None = None) -> bool:
-        with self.state.lock:
-            current = self.state.core.token
-            dropped = self.state.core.invalidate(value)
+        """Drop the cached token. The store's copy is deleted inline from a thread, on a worker thread when
+        called on a running event loop (use :meth:`ainvalidate` there to wait for it)."""
+        dropped, current = self._drop(value)
         if dropped and current is not None:
-            self._store_delete(current.value)
+            if _running_loop() is None:
+                _store_call(self.state.store.delete, self.state.key, current.value)
+            elif not self.state.store.local:
+                _executor().submit(_store_call, self.state.store.delete, self.state.key, current.value)
+            else:
+                _store_call(self.state.store.delete, self.state.key, current.value)
+        return dropped
+
+    async def ainvalidate(self, value: str | None = None) -> bool:
+        """:meth:`invalidate`, waiting for the store's copy to go without blocking the loop."""
+        dropped, current = self._drop(value)
+        if dropped and current is not None:
+            await self.run_async(_single(StoreDelete(current.value)))
+        return dropped
+
+    def _drop(self, value: str | None) -> tuple[bool, Token | None]:
+        with self.state.lock:
+            current = self._core.token
+            dropped = self._core.invalidate(value)
         self.hooks.emit(TokenEvent("invalidate", reason=RefreshReason.FORCED,
                                    outcome="dropped" if dropped else "kept",
                                    fingerprint=current.fingerprint if current else None))
-        return dropped
+        return dropped, current
 
-    def rejected(self, value: str) -> bool:
+    def rejected(self, token: Token) -> Flow[RejectionVerdict]:
+        """The server refused ``token``: the core's verdict, and the store's copy compare-and-deleted."""
         with self.state.lock:
-            dropped = self.state.core.rejected(value)
-        if dropped:
-            self._store_delete(value)
-        return dropped
+            verdict = self._core.rejected(token, self.clock(), self.timer())
+        if verdict.dropped:
+            yield StoreDelete(token.value)
+        return verdict
 
-    def _store_delete(self, value: str) -> None:
-        _store_call(self.state.store.delete, self.state.key, value)
+    def token_worked(self, token: Token) -> None:
+        """A request with ``token`` was accepted; only called while the core counts strikes."""
+        with self.state.lock:
+            self._core.token_worked(token, self.clock())
+
+    @property
+    def strikes(self) -> int:
+        """Rejections of freshly issued tokens in a row (read without the lock, on every accepted request)."""
+        return self._core.strikes
 
     def current(self) -> Token | None:
-        return self.state.core.token
+        """The cached token, if any."""
+        return self._core.token
 
     def close(self) -> None:
+        """Cancel background tasks, and close the login connection pool."""
         for item in list(self._background):
-            if isinstance(item, asyncio.Task):
-                item.cancel()
+            if isinstance(item, asyncio.Task) and not item.get_loop().is_closed():
+                item.get_loop().call_soon_threadsafe(item.cancel)
         self.login.close()
 
     def reset_after_fork(self) -> None:
         self._background = set()
         self.login.reset_after_fork()
+
+
+def _single(command: Command) -> Flow[Any]:
+    """A flow of one command."""
+    return (yield command)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _release_won(attempt: concurrent.futures.Future[AbstractContextManager[bool] | _LockFailed | None]) -> None:
+    """A lock attempt finished after its waiter was cancelled: release what it won."""
+    if not attempt.cancelled() and attempt.exception() is None:
+        handle = attempt.result()
+        if handle is not None and not isinstance(handle, _LockFailed):
+            _unlock(handle)
+
+
+def _unwind(flow: Flow[Any]) -> None:
+    """An interrupted flow: throw :class:`Cancelled` into it and carry out what its ``finally`` blocks ask —
+    without waiting for anything (a lock is released on a worker thread)."""
+    try:
+        command = flow.throw(Cancelled())
+        while True:
+            if isinstance(command, StoreUnlock):
+                _unlock_in_background(command.handle)
+            command = flow.send(None)
+    except (StopIteration, Cancelled):
+        pass
+    except Exception:
+        log.exception("a token flow failed while being cancelled")

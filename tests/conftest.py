@@ -4,7 +4,7 @@ transport and over real loopback HTTP."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,8 @@ class Harness:
     def url(self, path: str) -> str:
         return f"{self.address}{self.server.context_path}{path}"
 
-    def auth(self, username: str | None = "nacos", password: str | None = "nacos", **options: Any) -> NacosTokenAuth:
+    def auth(self, username: str | None = "nacos", password: str | Callable[[], str] | None = "nacos",
+             **options: Any) -> NacosTokenAuth:
         options.setdefault("store", self.store)
         options.setdefault("clock", self.clock)
         options.setdefault("login_backoff", (0.01, 0.05))

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -442,11 +443,14 @@ def test_transient_login_failures_are_retried(h: Harness) -> None:
 
 def test_persistent_failures_raise_login_unavailable(h: Harness) -> None:
     h.server.down = True
-    auth = h.auth(login_attempts=4)
+    auth = h.auth(login_attempts=4, login_timeout=1.0)
+    started = time.monotonic()
     with h.client(auth) as client, pytest.raises(LoginUnavailableError) as info:
         h.get_config(client)
-    assert info.value.attempts == 4 and h.server.stats.login_attempts == 4
-    assert "503" in str(info.value)
+    # the request spends its own budget (login_timeout) on logins of 4 attempts each, then fails
+    assert 1.0 <= time.monotonic() - started < 3.0
+    assert info.value.attempts == 4 and h.server.stats.login_attempts >= 4
+    assert "503" in str(info.value) and "login_timeout (1 s)" in str(info.value)
 
 
 def test_unreachable_servers_are_skipped() -> None:
@@ -464,7 +468,7 @@ def test_unreachable_servers_are_skipped() -> None:
 
 def test_a_slow_login_times_out(hi: Harness) -> None:
     hi.server.login_delay = 0.5
-    auth = hi.auth(timeout=0.05, login_attempts=2)
+    auth = hi.auth(timeout=0.05, login_attempts=2, login_timeout=0.5)
     with pytest.raises(LoginUnavailableError, match="attempt"):
         auth.get_token()
 
@@ -634,7 +638,7 @@ def test_no_secret_in_logs_reprs_or_errors(h: Harness, caplog: pytest.LogCapture
     hi.server.add_user("alice", password)
     texts: list[str] = []
     with caplog.at_level(logging.DEBUG):
-        auth = hi.auth("alice", password, token_placement=placement)
+        auth = hi.auth("alice", password, token_placement=placement, login_timeout=0.5)
         with hi.client(auth) as client:
             ok(hi.get_config(client))
             tokens = [auth.get_token()]

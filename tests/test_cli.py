@@ -65,9 +65,11 @@ def test_missing_settings(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
 
 
 def test_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["login", "--server", "127.0.0.1:1", "--username", "u", "--password", "p"]) == 1
+    assert main(["login", "--server", "127.0.0.1:1", "--username", "u", "--password", "p",
+                 "--login-timeout", "0.5"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("nacos-token: error: no login succeeded") and err.count("\n") == 1
+    assert err.startswith("nacos-token: error: no usable token within login_timeout (0.5 s)") and err.count("\n") == 1
+    assert "ConnectError" in err
 
 
 def test_mock_server_rejects_bad_options() -> None:

@@ -3,7 +3,7 @@
 * The token is a hash that expires with the token (``PEXPIRE`` = its remaining life).
 * Compare-and-delete is one Lua script, so "drop it only if it is still the rejected token" is atomic.
 * The login lock is redis-py's lock: ``SET NX PX`` with a random owner token and a fenced (Lua) release, expiring
-  on its own if its holder dies.
+  on its own if its holder dies, and releasable from any thread (async callers run store calls on worker threads).
 * Availability first: if Redis cannot be reached, reads find nothing, writes are skipped and the lock is not had;
   the client logs in by itself, and a warning is logged (at most every 30 s).
 """
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreError
 from ..lifecycle import Token
 from .base import token_from_dict, token_to_dict
 
@@ -125,13 +125,16 @@ class RedisTokenStore:
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
+        """The fleet's login lock; raises :class:`StoreError` if Redis cannot be asked (the caller then logs in
+        without it), yields False if another process held it for ``timeout`` seconds."""
+        # thread_local=False: async callers take and release the lock on different worker threads.
         lock = self.redis.lock(self.prefix + key + ":login-lock", timeout=self.lock_ttl, sleep=0.02,
-                               blocking_timeout=max(timeout, 0.0))
+                               blocking_timeout=max(timeout, 0.0), thread_local=False)
         try:
             acquired = bool(lock.acquire())
         except self._errors as exc:
             self._unavailable("lock", exc)
-            acquired = False
+            raise StoreError(f"Redis unreachable while taking the login lock ({type(exc).__name__})") from None
         try:
             yield acquired
         finally:

@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a user (repeatable; default nacos:nacos)")
     mock.add_argument("--token-ttl", type=int, default=18000, help="token life in seconds (default 18000)")
     mock.add_argument("--token-cache", action="store_true", help="hand back a user's token until 90%% of its life")
-    mock.add_argument("--nacos-version", type=int, choices=(2, 3), default=2)
+    mock.add_argument("--nacos-version", choices=("2", "3", "2.2", "2.5", "3.1"), default="2.5",
+                      help="the Nacos release to answer like (2 = 2.5, 3 = 3.1; default 2.5)")
+    mock.add_argument("--no-auth", action="store_true",
+                      help="requests need no token (as 3.x ships: server auth off); logins still work")
+    mock.add_argument("--no-default-user", action="store_true",
+                      help="start with no user, like a fresh 2.4+ server (initialise it through the admin API)")
     mock.add_argument("--active-timeout", type=_positive, help="freeze tokens unused for this many seconds")
     mock.add_argument("--secret-key", help="base64 signing key (random by default)")
     mock.add_argument("--context-path", default="/nacos")
@@ -142,10 +147,11 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_mock_server(args: argparse.Namespace) -> int:
-    users = dict(args.users) if args.users else {"nacos": "nacos"}
+    users = dict(args.users) if args.users else {} if args.no_default_user else {"nacos": "nacos"}
     try:
         server = MockNacosServer(users=users, token_ttl=args.token_ttl, token_cache=args.token_cache,
-                                 nacos_version=args.nacos_version, active_timeout=args.active_timeout,
+                                 nacos_version=args.nacos_version, auth_enabled=not args.no_auth,
+                                 active_timeout=args.active_timeout,
                                  secret_key=args.secret_key, context_path=args.context_path,
                                  poll_min_hold=args.poll_min_hold)
     except ValueError as exc:
@@ -161,8 +167,9 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"mock Nacos {args.nacos_version}.x listening on {url} (context {server.context_path or '/'}; "
-          f"users: {', '.join(users)}; token life {args.token_ttl} s)", flush=True)
+    print(f"mock Nacos {server.nacos_version} listening on {url} (context {server.context_path or '/'}; "
+          f"users: {', '.join(users) or 'none yet'}; auth {'on' if server.auth_enabled else 'off'}; "
+          f"token life {args.token_ttl} s)", flush=True)
     try:
         while not stop.wait(0.2):
             pass

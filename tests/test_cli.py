@@ -23,7 +23,7 @@ def test_login_prints_info_but_not_the_token(env: MockNacosServer, capsys: pytes
     assert main(["login"]) == 0
     out = capsys.readouterr().out
     assert "user:        nacos" in out and "fingerprint:" in out and "eyJ" not in out
-    assert "life:        17999 s" in out or "life:        17998 s" in out
+    assert "life:        18000 s" in out or "life:        17999 s" in out  # tokenTtl is exp - floor(now) = 18000
     assert main(["login", "--show-token"]) == 0
     assert "token:       eyJhbGciOiJIUzI1NiJ9." in capsys.readouterr().out
 
@@ -79,3 +79,29 @@ def test_mock_server_rejects_bad_options() -> None:
     result = subprocess.run([sys.executable, "-m", "nacos_token_client", "mock-server", "--user", "nocolon"],
                             check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "NAME:PASSWORD" in result.stderr
+
+
+def test_mock_server_version_auth_and_user_options() -> None:
+    """``--nacos-version 3.1 --no-auth --no-default-user``: a fresh 3.x server with server auth off."""
+    import re
+    import signal
+
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nacos_token_client", "mock-server", "--port", "0", "--nacos-version", "3.1",
+         "--no-auth", "--no-default-user"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "mock Nacos 3.1" in line and "none yet" in line and "auth off" in line
+        match = re.search(r"listening on (http://[\d.]+:\d+)", line)
+        assert match
+        url = match.group(1) + "/nacos"
+        assert httpx.get(url + "/v1/cs/configs", params={"dataId": "a", "group": "g"}).status_code == 404  # no token
+        created = httpx.post(url + "/v3/auth/user/admin", data={"password": "pw"}).json()
+        assert created["data"] == {"username": "nacos", "password": "pw"}
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=15)
+    assert process.returncode == 0

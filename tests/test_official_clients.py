@@ -28,11 +28,13 @@ pytestmark = pytest.mark.official
 OFFICIAL = Path(__file__).parent / "official"
 
 
-@pytest.fixture(scope="module")
-def cli_server() -> Iterator[str]:
-    """``python -m nacos_token_client mock-server`` on a free port; stopped with Ctrl-C (SIGINT)."""
+@pytest.fixture(scope="module", params=["2.5", "3.1"])
+def cli_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``python -m nacos_token_client mock-server`` on a free port, answering like Nacos 2.5 and 3.1; stopped with
+    Ctrl-C (SIGINT)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "nacos_token_client", "mock-server", "--port", "0", "--poll-min-hold", "0"],
+        [sys.executable, "-m", "nacos_token_client", "mock-server", "--port", "0", "--poll-min-hold", "0",
+         "--nacos-version", request.param],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()

@@ -6,7 +6,8 @@
 
 from .env import Connection, server_from_env
 from .http import LoopbackServer, MockNacosTransport
-from .server import Hold, MockNacosServer, MockRequest, MockResponse, MockStats
+from .model import Hold, MockRequest, MockResponse, MockStats
+from .server import MockNacosServer
 
 __all__ = ["Connection", "Hold", "LoopbackServer", "MockNacosServer", "MockNacosTransport", "MockRequest",
            "MockResponse", "MockStats", "server_from_env"]

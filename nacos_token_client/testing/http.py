@@ -1,4 +1,4 @@
-"""Two ways to reach a :class:`MockNacosServer`: real HTTP on loopback, and an in-process httpx transport.
+"""Two ways to reach a :class:`Servable`: real HTTP on loopback, and an in-process httpx transport.
 
 Both turn a request into a :class:`MockRequest`, ask the server, and carry out its answer: a response, a delay
 (``login_delay``), or a hold (a long poll waiting for a change). Neither has a rule of its own.
@@ -17,16 +17,16 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from .server import Hold, MockNacosServer, MockRequest, MockResponse, poll_answer
+from .model import Hold, MockRequest, MockResponse, Servable, poll_answer
 
 __all__ = ["LoopbackServer", "MockNacosTransport"]
 
 
-def _poll_result(server: MockNacosServer, hold: Hold) -> MockResponse:
+def _poll_result(server: Servable, hold: Hold) -> MockResponse:
     return poll_answer(server.changed_keys(hold) or b"")
 
 
-def wait_sync(server: MockNacosServer, hold: Hold) -> MockResponse:
+def wait_sync(server: Servable, hold: Hold) -> MockResponse:
     """Hold a long poll on this thread until a watched key changes, the hold ends, or the server stops."""
     wake = threading.Event()
     server.add_watcher(wake.set)
@@ -43,7 +43,7 @@ def wait_sync(server: MockNacosServer, hold: Hold) -> MockResponse:
     return _poll_result(server, hold)
 
 
-async def wait_async(server: MockNacosServer, hold: Hold) -> MockResponse:
+async def wait_async(server: Servable, hold: Hold) -> MockResponse:
     """The same hold without blocking the event loop: publishes wake it thread-safely."""
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
@@ -84,12 +84,12 @@ def _read_timeout(request: httpx.Request) -> float | None:
 
 
 class MockNacosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
-    """Serves a :class:`MockNacosServer` in-process, to ``httpx.Client`` and ``httpx.AsyncClient`` alike.
+    """Serves a :class:`Servable` in-process, to ``httpx.Client`` and ``httpx.AsyncClient`` alike.
 
     A ``login_delay`` longer than the request's read timeout raises ``httpx.ReadTimeout``, as a real socket would.
     """
 
-    def __init__(self, server: MockNacosServer) -> None:
+    def __init__(self, server: Servable) -> None:
         self.server = server
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -196,7 +196,7 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 512
 
-    def __init__(self, address: tuple[str, int], mock: MockNacosServer) -> None:
+    def __init__(self, address: tuple[str, int], mock: Servable) -> None:
         self.mock = mock
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -217,9 +217,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """A :class:`MockNacosServer` served over real HTTP by a background thread."""
+    """A :class:`Servable` served over real HTTP by a background thread."""
 
-    def __init__(self, mock: MockNacosServer, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, mock: Servable, host: str = "127.0.0.1", port: int = 0) -> None:
         self._httpd = _HTTPServer((host, port), mock)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="mock-nacos", daemon=True)

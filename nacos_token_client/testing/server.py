@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl, quote_plus
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
+from .naming import NamingHandler, NamingRegistry
+
 if TYPE_CHECKING:
     from .http import LoopbackServer, MockNacosTransport
 
@@ -177,6 +179,7 @@ class MockNacosServer:
         self._loopback: LoopbackServer | None = None
         self._route_table: dict[str, tuple[tuple[str, ...], _Handler]] | None = None
         self._route_version = nacos_version
+        self.naming = NamingRegistry(lambda: self.clock())  # noqa: PLW0108 - self.clock may be replaced
 
     # -- controls ----------------------------------------------------------------------------------------------
 
@@ -363,8 +366,19 @@ class MockNacosServer:
             }
             if self.nacos_version == 3:
                 routes["/v3/auth/user/login"] = (("POST",), self._login)
+            routes.update({sub: (methods, self._naming_route(handler))
+                           for sub, (methods, handler) in self.naming.routes(self.nacos_version).items()})
             self._route_table, self._route_version = routes, self.nacos_version
         return self._route_table
+
+    def _naming_route(self, handler: NamingHandler) -> _Handler:
+        def route(request: MockRequest, params: dict[str, str]) -> MockResponse:
+            if (rejection := self._guard(request, params)) is not None:
+                return rejection
+            answer = handler(request.method, params)
+            kind = "application/json" if answer.json else "text/plain;charset=UTF-8"
+            return MockResponse(answer.status, answer.body.encode(), (("Content-Type", kind),))
+        return route
 
     def _health(self, request: MockRequest, params: dict[str, str]) -> MockResponse:
         return _text(200, "OK")

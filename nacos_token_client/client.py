@@ -236,7 +236,7 @@ class _SyncShell:
         self.client = client
         self.cond = threading.Condition()
         self.closed = False
-        self.deliveries: queue.Queue[tuple[ConfigChange, tuple[ConfigWatch, ...]]] = queue.Queue()
+        self.deliveries: queue.Queue[tuple[ConfigChange, tuple[ConfigWatch, ...]] | None] = queue.Queue()
         self.callback_thread: threading.Thread | None = None
 
     def notify(self) -> None:
@@ -292,10 +292,11 @@ class _SyncShell:
     def _callbacks(self) -> None:
         while not self.closed:
             try:
-                change, listeners = self.deliveries.get(timeout=_QUEUE_TICK)
+                item = self.deliveries.get(timeout=_QUEUE_TICK)
             except queue.Empty:
                 continue
-            _deliver(change, listeners)
+            if item is not None:
+                _deliver(*item)
 
     def start(self, flow: Flow[None], name: str) -> threading.Thread:
         def main() -> None:
@@ -312,6 +313,7 @@ class _SyncShell:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+        self.deliveries.put(None)
         for thread in [*threads, *([self.callback_thread] if self.callback_thread else [])]:
             if thread is not threading.current_thread():
                 thread.join(_JOIN_SECONDS)

@@ -194,7 +194,7 @@ class Registration(_Registration):
     def deregister(self) -> None:
         """Stop the heartbeats and remove the instance from the server."""
         self._client.deregister_instance(self.service_name, self.ip, self.port, group_name=self.group_name,
-                                         cluster_name=self.cluster_name)
+                                         cluster_name=self.cluster_name, ephemeral=self.ephemeral)
 
 
 class AsyncRegistration(_Registration):
@@ -208,7 +208,7 @@ class AsyncRegistration(_Registration):
     async def deregister(self) -> None:
         """Stop the heartbeats and remove the instance from the server."""
         await self._client.deregister_instance(self.service_name, self.ip, self.port, group_name=self.group_name,
-                                               cluster_name=self.cluster_name)
+                                               cluster_name=self.cluster_name, ephemeral=self.ephemeral)
 
 
 def _deliver(change: ConfigChange, listeners: Sequence[ConfigWatch]) -> list[Awaitable[Any]]:
@@ -572,9 +572,11 @@ class NacosTokenClient(_Base):
         return Registration(spec, heartbeat, self)
 
     def deregister_instance(self, service_name: str, ip: str, port: int, *, group_name: str = DEFAULT_GROUP,
-                            cluster_name: str = DEFAULT_CLUSTER) -> bool:
-        """Stop this instance's heartbeats (if this client sends them) and remove it from the server."""
-        spec = self._spec(service_name, ip, port, group_name=group_name, cluster_name=cluster_name)
+                            cluster_name: str = DEFAULT_CLUSTER, ephemeral: bool = True) -> bool:
+        """Stop this instance's heartbeats (if this client sends them) and remove it from the server
+        (``ephemeral=False`` for a persistent instance: Nacos keeps the two kinds apart)."""
+        spec = self._spec(service_name, ip, port, group_name=group_name, cluster_name=cluster_name,
+                          ephemeral=ephemeral)
         with self._lock:
             stopped = self._stop_heartbeats(spec)
         self._shell.notify()
@@ -719,9 +721,11 @@ class AsyncNacosTokenClient(_Base):
         return AsyncRegistration(spec, heartbeat, self)
 
     async def deregister_instance(self, service_name: str, ip: str, port: int, *, group_name: str = DEFAULT_GROUP,
-                                  cluster_name: str = DEFAULT_CLUSTER) -> bool:
-        """Stop this instance's heartbeats (if this client sends them) and remove it from the server."""
-        spec = self._spec(service_name, ip, port, group_name=group_name, cluster_name=cluster_name)
+                                  cluster_name: str = DEFAULT_CLUSTER, ephemeral: bool = True) -> bool:
+        """Stop this instance's heartbeats (if this client sends them) and remove it from the server
+        (``ephemeral=False`` for a persistent instance: Nacos keeps the two kinds apart)."""
+        spec = self._spec(service_name, ip, port, group_name=group_name, cluster_name=cluster_name,
+                          ephemeral=ephemeral)
         stopped = self._stop_heartbeats(spec)
         self._shell.notify()
         if stopped:  # a beat in flight must not re-register the instance after the DELETE

@@ -200,6 +200,19 @@ def list_call(service_name: str, group_name: str, namespace: str, healthy_only: 
 # -- the heartbeat flow -----------------------------------------------------------------------------------------------
 
 
+HEART_BEAT_INTERVAL_KEY = "preserved.heart.beat.interval"  # api/naming/PreservedMetadataKeys.java, milliseconds
+
+
+def initial_interval(spec: InstanceSpec) -> float:
+    """The interval before the server says otherwise: the instance's own ``preserved.heart.beat.interval`` (which
+    the server answers too: InstanceOperatorClientImpl.getHeartBeatInterval), else Nacos's 5 s. A v3 beat answer
+    carries no interval, so this one stays."""
+    try:
+        return max(float(spec.metadata[HEART_BEAT_INTERVAL_KEY]) / 1000, 0.001)
+    except (KeyError, ValueError):
+        return DEFAULT_BEAT_INTERVAL
+
+
 @dataclass
 class HeartbeatState:
     """One registration's heartbeat: stopped by ``deregister()`` or ``close()``; counts for observability."""
@@ -213,6 +226,9 @@ class HeartbeatState:
     reregistrations: int = 0
     #: The thread or task that runs the flow (set by the client's shell).
     runner: Any = None
+
+    def __post_init__(self) -> None:
+        self.interval = initial_interval(self.spec)
 
     def is_stopped(self) -> bool:
         return self.stopped

@@ -46,8 +46,12 @@ def test_watch_config_prints_each_change_until_ctrl_c() -> None:
             assert seen["removed"].wait(10), lines
         finally:
             process.send_signal(signal.SIGINT)
-            _out, err = process.communicate(timeout=15)
-            reader.join(5)
+            process.wait(15)
+            reader.join(5)  # the reader alone drains stdout, so it sees every line
+            assert process.stderr is not None
+            err = process.stderr.read()
+            process.stderr.close()
+            process.stdout.close()
         assert process.returncode == 0, err
         assert "watching w.yaml (DEFAULT_GROUP): 5 characters now; Ctrl-C stops" in lines[0]
         assert any("md5=" in line for line in lines) and lines[-1] == "stopped watching\n"

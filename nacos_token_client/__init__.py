@@ -2,11 +2,14 @@
 
 Log in once per identity, cache the token, refresh it in the background past 90 % of its life, drop it on demand
 (``invalidate()``), and recover by itself when the server rejects it — sync and async, in one process or shared
-across processes. The error tree is documented in :mod:`nacos_token_client.errors`.
+across processes. On top of it the wrapper clients watch configs (one long poll, every change delivered once) and
+keep service instances registered (heartbeats at the server's interval) through rotations, restarts and fail-over.
+The error tree is documented in :mod:`nacos_token_client.errors`.
 """
 
 from .auth import NacosTokenAuth, TokenPlacement
-from .client import AsyncNacosTokenClient, NacosTokenClient
+from .client import AsyncNacosTokenClient, AsyncRegistration, NacosTokenClient, Registration
+from .config import ConfigChange, ConfigWatch, WatchSettings
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -19,6 +22,7 @@ from .errors import (
 )
 from .events import AuthStats, TokenEvent
 from .lifecycle import RefreshPolicy, RefreshReason, Token, TokenInfo, Zone
+from .naming import Instance
 from .protocol import RejectionKind, ServerAddress, classify_rejection
 from .stores import FileTokenStore, MemoryTokenStore, RedisTokenStore, TokenStore
 
@@ -26,6 +30,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncNacosTokenClient",
+    "AsyncRegistration",
+    "ConfigChange",
+    "ConfigWatch",
+    "Instance",
+    "Registration",
+    "WatchSettings",
     "AuthStats",
     "AuthenticationError",
     "ConfigurationError",

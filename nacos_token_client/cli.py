@@ -1,4 +1,4 @@
-"""``nacos-token``: a lifecycle demo, the mock server, logins and configs from a shell.
+"""``nacos-token``: a lifecycle demo, the mock server, logins, configs (read, publish, watch) and instances.
 
 Server, user and password come from ``--server``/``--username``/``--password`` or ``NACOS_SERVER_ADDR``/
 ``NACOS_USERNAME``/``NACOS_PASSWORD``; a missing password is prompted for on a terminal. Errors are one line on
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .client import NacosTokenClient
+from .config import ConfigChange
 from .demo import run_demo
 from .errors import NacosTokenError
 from .testing.server import MockNacosServer
@@ -94,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "publish-config":
             sub.add_argument("--content", required=True, help="the content, or - to read stdin")
             sub.add_argument("--type", default=None)
+
+    watch = with_connection(commands.add_parser("watch-config", help="print each change of a config until Ctrl-C"))
+    watch.add_argument("--data-id", required=True)
+    watch.add_argument("--group", default="DEFAULT_GROUP")
+
+    instances = with_connection(commands.add_parser("list-instances", help="list a service's instances"))
+    instances.add_argument("--service", required=True)
+    instances.add_argument("--group", default="DEFAULT_GROUP")
+    instances.add_argument("--healthy-only", action="store_true")
     return parser
 
 
@@ -146,6 +156,51 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _until_interrupted() -> None:
+    """Block until SIGINT or SIGTERM (checked every 0.2 s)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop.wait(0.2):
+        pass
+
+
+def _cmd_watch_config(args: argparse.Namespace) -> int:
+    def show(change: ConfigChange) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if change.content is None:
+            print(f"[{stamp}] {change.data_id} ({change.group}) removed", flush=True)
+        else:
+            print(f"[{stamp}] {change.data_id} ({change.group}) md5={change.md5}", flush=True)
+            sys.stdout.write(change.content if change.content.endswith("\n") else change.content + "\n")
+            sys.stdout.flush()
+
+    with _connect(args) as client:
+        current = client.get_config(args.data_id, args.group, args.namespace)
+        client.add_config_listener(args.data_id, show, args.group, args.namespace)
+        print(f"watching {args.data_id} ({args.group}): "
+              f"{'absent' if current is None else f'{len(current)} characters now'}; Ctrl-C stops", flush=True)
+        _until_interrupted()
+    print("stopped watching", flush=True)
+    return 0
+
+
+def _cmd_list_instances(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        found = client.list_instances(args.service, group_name=args.group, healthy_only=args.healthy_only)
+    for instance in found:
+        state = "healthy" if instance.healthy else "UNHEALTHY"
+        meta = " ".join(f"{k}={v}" for k, v in sorted(instance.metadata.items()))
+        print(f"{instance.ip}:{instance.port}  {state}  cluster={instance.cluster_name}  weight={instance.weight:g}"
+              f"{'  ' + meta if meta else ''}")
+    print(f"{len(found)} instance(s) of {args.group}@@{args.service}")
+    return 0
+
+
 def _cmd_mock_server(args: argparse.Namespace) -> int:
     users = dict(args.users) if args.users else {} if args.no_default_user else {"nacos": "nacos"}
     try:
@@ -160,19 +215,11 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
         url = server.start(args.host, args.port)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     print(f"mock Nacos {server.nacos_version} listening on {url} (context {server.context_path or '/'}; "
           f"users: {', '.join(users) or 'none yet'}; auth {'on' if server.auth_enabled else 'off'}; "
           f"token life {args.token_ttl} s)", flush=True)
     try:
-        while not stop.wait(0.2):
-            pass
+        _until_interrupted()
     finally:
         server.stop()
         print("mock server stopped", flush=True)
@@ -183,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"demo": lambda _args: run_demo(), "login": _cmd_login, "get-config": _cmd_config,
-                "publish-config": _cmd_config, "remove-config": _cmd_config, "mock-server": _cmd_mock_server}
+                "publish-config": _cmd_config, "remove-config": _cmd_config, "mock-server": _cmd_mock_server,
+                "watch-config": _cmd_watch_config, "list-instances": _cmd_list_instances}
     try:
         return handlers[args.command](args)
     except (CliError, NacosTokenError) as exc:

@@ -25,7 +25,9 @@ class TokenEvent:
     ``kind``: ``login`` (outcome ``ok``, ``same_token`` or ``from_store``), ``adopt`` (a token another process
     put in a shared store), ``failure`` (outcome: the error type; ``error``: its message), ``invalidate``
     (``dropped``/``kept``), ``rejection`` (outcome: the rejection kind; ``error``: the server's message),
-    ``replay`` (``sent``/``not_replayable``/``rejected_again``). ``duration`` is in seconds where it applies.
+    ``replay`` (``sent``/``not_replayable``/``rejected_again``), ``snapshot`` (``served``: a wrapper client with
+    ``snapshot_dir`` answered ``get_config`` from disk because no server could be reached; ``error``: why).
+    ``duration`` is in seconds where it applies.
     """
 
     kind: str

@@ -39,10 +39,11 @@ token from a login that began after it is used — by the rejected request's rep
 that was already in flight when the key rotated cannot hand out an old-key token. Compare-and-drop: a rejection
 drops the cached token only if it is still the rejected one, so a hundred rejections of one token cause one login.
 
-Storms: a token rejected within ``min(1 s, 1 % of L)`` of its login is a *strike*. One strike is forgiven (a key
-rotation can race a login already in flight); from the second in a row, rejection-driven logins back off
-exponentially (``storm_backoff_initial`` doubling to ``storm_backoff_max``) and rejected requests go back as they
-are, while other requests keep using the current token. A token that outlives its window resets the strikes.
+Storms: a token rejected within ``min(1 s, 1 % of L)`` of its login is a *strike* (counted once per token). One
+strike is forgiven (a key rotation can race a login already in flight); from the second in a row, rejection-driven
+logins back off — ``storm_backoff_initial``, doubling with each back-off in a row up to ``storm_backoff_max`` —
+and rejected requests go back as they are, at once, while other requests keep using the current token. When a
+back-off ends, the next rejection leads one login. A token that outlives its window resets the strikes.
 
 Methods that change state must be called with the driver's lock held; :meth:`TokenLifecycle.fast_token` is the
 lock-free read used by every request in the fresh zone.
@@ -288,9 +289,9 @@ class RefreshPolicy:
         """A rejection this soon after the token's login is a strike."""
         return min(self.strike_window_max, self.strike_window_fraction * token.lifetime)
 
-    def storm_delay(self, strikes: int) -> float:
-        """Back-off of rejection-driven logins after ``strikes`` strikes in a row (two or more)."""
-        return min(self.storm_backoff_max, self.storm_backoff_initial * 2.0 ** max(strikes - 2, 0))
+    def storm_delay(self, storms: int) -> float:
+        """Back-off of rejection-driven logins in the ``storms``-th back-off in a row: doubling up to the max."""
+        return min(self.storm_backoff_max, self.storm_backoff_initial * 2.0 ** max(storms - 1, 0))
 
 
 @dataclass(slots=True)
@@ -388,6 +389,7 @@ class TokenLifecycle:
         self._last_error: NacosTokenError | None = None
         self._rejected: tuple[str, int] | None = None  # the last rejected token and the generation a replay needs
         self.strikes = 0
+        self.storms = 0  # back-off episodes in a row: each doubles the back-off
         self._storm_until = 0.0  # mono
         self._storm_value: str | None = None
 
@@ -561,8 +563,8 @@ class TokenLifecycle:
             self._sync = None
         self._next_sync = now + self.policy.store_sync_interval
         current = self.token
-        if stored is None or self.flight is not None:
-            return None
+        if stored is None or self.flight is not None or lease.generation < self.floor:
+            return None  # (a look begun before a rejection may bring back a token from before the rotation)
         if current is not None and stored.issued_at <= current.issued_at:
             return None
         if not stored.is_usable(now) or stored.value == self._dropped_value:
@@ -581,18 +583,21 @@ class TokenLifecycle:
         policy = self.policy
         current = self.token
         if current is not None and current.value == token.value:
-            storm_continues = token.value == self._storm_value
-            if now - current.issued_at <= policy.strike_window(current) or storm_continues:
-                self.strikes += 1
-            else:
-                self.strikes = 0  # the token outlived its window: this is a rotation, not a storm
-            if mono < self._storm_until:
+            if mono < self._storm_until:  # backing off: the others keep using it, this answer goes back
                 return RejectionVerdict(False, storm_seconds=self._storm_until - mono)
-            if self.strikes >= 2 and not storm_continues:
-                delay = policy.storm_delay(self.strikes)
-                self._storm_until = mono + delay
-                self._storm_value = token.value  # kept in use: the others keep sending it meanwhile
-                return RejectionVerdict(False, storm_seconds=delay)
+            after_storm = token.value == self._storm_value  # the back-off is over: one rejection-driven login
+            if after_storm:
+                self._storm_value = None
+            elif now - current.issued_at <= policy.strike_window(current):
+                self.strikes += 1
+                if self.strikes >= 2:
+                    self.storms += 1
+                    delay = policy.storm_delay(self.storms)
+                    self._storm_until = mono + delay
+                    self._storm_value = token.value  # kept in use: the others keep sending it meanwhile
+                    return RejectionVerdict(False, storm_seconds=delay)
+            else:
+                self.strikes = self.storms = 0  # the token outlived its window: a rotation, not a storm
             self._drop(token.value, RefreshReason.REJECTED)
             self._rejected = (token.value, self.floor)
             return RejectionVerdict(True, self.floor, dropped=True)
@@ -606,7 +611,7 @@ class TokenLifecycle:
     def token_worked(self, token: Token, now: float) -> None:
         """A request with ``token`` was accepted. Only consulted while there are strikes (``strikes > 0``)."""
         if token.value != self._storm_value and now - token.issued_at > self.policy.strike_window(token):
-            self.strikes = 0
+            self.strikes = self.storms = 0
             self._storm_until = 0.0
             self._storm_value = None
 
@@ -615,7 +620,7 @@ class TokenLifecycle:
         user's word also ends a negative cache and a storm back-off."""
         self._hard_error = None
         self._next_flight = 0.0
-        self.strikes = 0
+        self.strikes = self.storms = 0
         self._storm_until = 0.0
         self._storm_value = None
         token = self.token

@@ -17,6 +17,11 @@ EXPECTED = {
                             "after a key rotation: 100 of 100 ok, 2 logins"],
     "invalidate.py": ["invalidate() dropped it", "(different: True)", "1 dropped it, 9 found it already gone"],
     "shared_store.py": ["4 processes share 1 token", "the server saw 1 login for all of them", "mode 0o600"],
+    "watch_config.py": ["after a key rotation the change still arrived", "removal is a change too: content=None",
+                        "sync watch saw 3 changes, none twice", "async iterator saw ['v1', 'v2', 'v3']"],
+    "register_service.py": ["the server asks for a beat every 0.2 s", "unhealthy 0 times",
+                            "discovered 10.0.0.7:8080 healthy=True metadata={'version': '1.4'}",
+                            "deregistered: 0 instances left", "async: 1 instance of payments"],
     "web_app.py": ["{'published': True}", "GET /config/missing  -> 404", "{'error': 'authorization failed!'}",
                    "'replays': 1"],
 }

@@ -577,7 +577,6 @@ async def test_11_a_cancelled_request_stops_waiting_for_the_file_lock(tmp_path: 
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import fcntl
 
-    from nacos_token_client.stores import file as file_store
 
     attempts: list[float] = []
     real_flock = fcntl.flock
@@ -587,7 +586,7 @@ async def test_11_a_cancelled_request_stops_waiting_for_the_file_lock(tmp_path: 
             attempts.append(time.monotonic())
         real_flock(fd, operation)
 
-    monkeypatch.setattr(file_store.fcntl, "flock", counting_flock)
+    monkeypatch.setattr(fcntl, "flock", counting_flock)  # the module file.py uses
     server = MockNacosServer(clock=clock)
     path = tmp_path / "tokens.json"
     auth = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=FileTokenStore(path), clock=clock,

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from nacos_token_client import NacosTokenClient
+from nacos_token_client.testing import MockNacosServer
 
 pytestmark = pytest.mark.official
 OFFICIAL = Path(__file__).parent / "official"
@@ -106,3 +107,37 @@ def test_official_node_client(cli_server: str) -> None:
     with NacosTokenClient(cli_server, "nacos", "nacos") as client:  # the Node client's writes, seen by ours
         assert client.get_config("node.yaml", tenant="dev") == "dev-v2"
         assert client.get_config("node.yaml") is None
+
+
+@pytest.fixture
+def naming_server() -> Iterator[MockNacosServer]:
+    """A loopback mock this process can look into: beats every 0.2 s so a short run sees several."""
+    server = MockNacosServer(poll_min_hold=0)
+    server.naming.client_beat_interval = 0.2
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nacos") is None, reason="nacos-sdk-python==2.0.11 is not installed")
+def test_official_python_client_naming(naming_server: MockNacosServer, tmp_path: Path) -> None:
+    out = run_json([sys.executable, str(OFFICIAL / "python_naming.py"), naming_server.url.removeprefix("http://"),
+                    str(tmp_path)], cwd=tmp_path)
+    assert out["register"] is True
+    assert out["listed"] == [["10.2.0.1", 8080, True, {"lang": "py"}]] and out["listed_name"] == "DEFAULT_GROUP@@py-svc"
+    assert out["beat"]["code"] == 10200 and out["beat"]["clientBeatInterval"] == 200
+    assert out["remove"] is True and out["listed_after_remove"] == 0
+    beats = [b for b in naming_server.naming.beats if b.ip == "10.2.0.1"]
+    assert len(beats) >= 3  # the client's heartbeat thread, accepted by the mock
+
+
+@pytest.mark.skipif(node_available() is not None, reason=str(node_available()))
+def test_official_node_client_naming(naming_server: MockNacosServer) -> None:
+    env = {**os.environ, "NODE_CLUSTER_CLIENT_PORT": str(free_port())}
+    out = run_json(["node", "node_naming.js", naming_server.url.removeprefix("http://")], cwd=OFFICIAL, env=env)
+    assert out.get("registered") is True, out
+    assert out["instances"] == [["10.3.0.1", 8080, True, {"lang": "node"}]]
+    # the Node client keeps its last non-empty list when the server answers no hosts, so ask the server itself
+    assert naming_server.naming.instances("node-svc") == []
+    beats = [b for b in naming_server.naming.beats if b.ip == "10.3.0.1"]
+    assert len(beats) >= 2  # the beat reactor, at the server's clientBeatInterval

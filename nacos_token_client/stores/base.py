@@ -38,8 +38,10 @@ class TokenStore(Protocol):
         ...
 
     def lock(self, key: str, timeout: float) -> AbstractContextManager[bool]:
-        """Hold the login lock for ``key`` while logging in; yields False if it could not be had in time (the
-        caller then logs in anyway: availability first). A lock whose holder died must expire."""
+        """Hold the login lock for ``key`` while logging in; yields False if it could not be had in time, and
+        raises (any exception) if the store cannot be asked — the caller then logs in without it, at once:
+        availability first. A lock whose holder died must expire, and it must be releasable from any thread
+        (async callers take and release it on worker threads)."""
         ...
 
 

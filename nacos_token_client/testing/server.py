@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from . import auth_api, config_api, console_api
+from .config_api import resource_token
 from .http import LoopbackServer, MockNacosTransport
 from .model import BadRequest, Hold, MissingParameter, MockRequest, MockResponse, params_of
+from .naming import NamingHandler, NamingRegistry
 from .state import DEFAULT_GROUP, NacosState, Route
 
 __all__ = ["DEFAULT_GROUP", "ROUTE_SETS", "MockNacosServer"]
@@ -61,6 +63,8 @@ class MockNacosServer(NacosState):
         self._route_table: dict[str, Route] | None = None
         self._route_version = self.nacos_version
         self._loopback: LoopbackServer | None = None
+        #: The naming registry (instances, beats, expiry), on this server's clock.
+        self.naming = NamingRegistry(lambda: self.clock())  # noqa: PLW0108 - self.clock may be replaced
 
     # -- routing -----------------------------------------------------------------------------------------------
 
@@ -68,7 +72,9 @@ class MockNacosServer(NacosState):
         """Path below the context path → route, for this server's version (built once per version)."""
         if self._route_table is None or self._route_version != self.nacos_version:
             table: dict[str, Route] = {}
-            for route in (*(r for routes in ROUTE_SETS for r in routes), *self._extra_routes):
+            naming = tuple(_naming_route(path, methods, handler) for path, (methods, handler)
+                           in self.naming.routes(3 if self.nacos_version.startswith("3") else 2).items())
+            for route in (*(r for routes in ROUTE_SETS for r in routes), *naming, *self._extra_routes):
                 if self.nacos_version in route.versions:
                     table[route.path] = route
             self._route_table, self._route_version = table, self.nacos_version
@@ -137,3 +143,29 @@ class MockNacosServer(NacosState):
         if self._loopback is None:
             raise RuntimeError("the mock server is not running; call start() or run()")
         return self._loopback.url
+
+
+def naming_resource(params: Mapping[str, str]) -> str:
+    """NamingResourceParser: ``namespace:group:naming/service`` (``group@@service`` names carry their group)."""
+    service = params.get("serviceName", "")
+    group = params.get("groupName") or ""
+    if "@@" in service:
+        group, service = service.split("@@", 1)
+    namespace = params.get("namespaceId", "")
+    namespace = "" if namespace in ("", "public") else namespace
+    return f"{namespace}:{group or DEFAULT_GROUP}:naming/{service or '*'}"
+
+
+def _naming_route(path: str, methods: tuple[str, ...], handler: NamingHandler) -> Route:
+    """A naming endpoint behind the same auth filter as every ``@Secured`` API (read for GET, write otherwise)."""
+
+    def route(state: NacosState, request: MockRequest, params: dict[str, str]) -> MockResponse:
+        rejection = state.guard(request, params, resource_token(request, params), resource=naming_resource(params),
+                                action="r" if request.method == "GET" else "w")
+        if rejection is not None:
+            return rejection
+        answer = handler(request.method, params)
+        kind = "application/json" if answer.json else "text/plain;charset=UTF-8"
+        return MockResponse(answer.status, answer.body.encode(), (("Content-Type", kind),))
+
+    return Route(path, methods, route)

@@ -22,10 +22,13 @@ log = logging.getLogger("nacos_token_client")
 class TokenEvent:
     """Something that happened to a token.
 
-    ``kind``: ``login`` (outcome ``ok``, ``same_token`` or ``from_store``), ``adopt`` (a token another process
+    ``kind``: ``login`` (outcome ``ok``, ``same_token``, ``from_store``, or ``superseded``: a login begun before
+    a rejection was seen, whose token is not used), ``adopt`` (a token another process
     put in a shared store), ``failure`` (outcome: the error type; ``error``: its message), ``invalidate``
     (``dropped``/``kept``), ``rejection`` (outcome: the rejection kind; ``error``: the server's message),
-    ``replay`` (``sent``/``not_replayable``/``rejected_again``), ``snapshot`` (``served``: a wrapper client with
+    ``replay`` (``sent``, ``rejected_again``, ``not_replayable``, ``gave_up`` after two replays, or
+    ``backing_off``: fresh tokens keep being rejected, so the rejected response goes back as it is; ``duration``
+    is then the back-off left), ``snapshot`` (``served``: a wrapper client with
     ``snapshot_dir`` answered ``get_config`` from disk because no server could be reached; ``error``: why).
     ``duration`` is in seconds where it applies.
     """

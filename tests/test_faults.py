@@ -33,6 +33,7 @@ from nacos_token_client.testing import MockNacosServer
 
 from .conftest import FakeClock, Harness
 from .helpers import GatedTransport, is_login, wait_until
+from .test_concurrency import thread_herd
 from .test_stores import RedisServer
 
 PARAMS = {"dataId": "app.yaml", "group": "DEFAULT_GROUP"}
@@ -60,27 +61,6 @@ class AnswerHoldingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             self.held.set()
             await asyncio.to_thread(self.gate.wait, 20)
         return response
-
-
-def herd(n: int, work: Any) -> list[Any]:
-    results: list[Any] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        try:
-            outcome = work()
-        except Exception as exc:
-            outcome = exc
-        with lock:
-            results.append(outcome)
-
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    return results
 
 
 # -- 1. a failed background refresh must not fail requests that still have budget -------------------------------
@@ -319,7 +299,7 @@ def test_5_in_the_mandatory_window_requests_wait_login_timeout_not_until_expiry(
         server.login_delay = 5.0  # the next login hangs for 5 s, far more than login_timeout
         clock.advance(18000 - 59)  # the mandatory window: ~57 s before the token can no longer be sent
         started = time.monotonic()
-        tokens = herd(8, auth.get_token)
+        tokens = thread_herd(8, auth.get_token)
         assert time.monotonic() - started < 2.5
         assert tokens == [token] * 8  # the login failed by its deadline; the still-valid token is served
         server.login_delay = 0.0

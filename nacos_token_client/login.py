@@ -22,7 +22,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -215,6 +215,28 @@ class LoginClient:
         fresh = self.password()
         return None if fresh == used else fresh
 
+    def _attempt(self, server: ServerAddress, deadline: float) -> Generator[httpx.Request, tuple[int, bytes],
+                                                                             LoginResult]:
+        """One login attempt on ``server``, written once: yields each request to send and receives its status and
+        body. Tries v3 then v1 for ``api="auto"``, and a changed password once after refused credentials."""
+        for api in self._apis(server):
+            password, retried = self.password(), False
+            while True:
+                sent_at = self.clock()
+                status, body = yield self._request(server, api, password, deadline)
+                try:
+                    result = self._accept(server, api, status, body, sent_at)
+                except AuthenticationError:
+                    fresh = self._changed_password(password, retried)
+                    if fresh is None:
+                        raise
+                    password, retried = fresh, True
+                    continue
+                break
+            if result is not None:
+                return result
+        raise LoginEndpointMissing(f"no login endpoint on {server}", server=str(server))
+
     # -- sync ---------------------------------------------------------------------------------------------------
 
     def _client(self) -> httpx.Client:
@@ -250,24 +272,14 @@ class LoginClient:
 
     def _attempt_sync(self, deadline: float) -> LoginResult:
         server = self._server()
+        steps = self._attempt(server, deadline)
         try:
-            for api in self._apis(server):
-                password, retried = self.password(), False
-                while True:
-                    sent_at = self.clock()
-                    status, body = self._send_sync(self._request(server, api, password, deadline), deadline)
-                    try:
-                        result = self._accept(server, api, status, body, sent_at)
-                    except AuthenticationError:
-                        fresh = self._changed_password(password, retried)
-                        if fresh is None:
-                            raise
-                        password, retried = fresh, True
-                        continue
-                    break
-                if result is not None:
-                    return result
-            raise LoginEndpointMissing(f"no login endpoint on {server}", server=str(server))
+            request = next(steps)
+            while True:
+                request = steps.send(self._send_sync(request, deadline))
+        except StopIteration as done:
+            result: LoginResult = done.value
+            return result
         except (httpx.TransportError, TransientLoginError) as exc:
             raise self._failed(server, exc, deadline) from None
 
@@ -297,29 +309,19 @@ class LoginClient:
         # One client per login: an AsyncClient is bound to the event loop that first used it, and logins are rare.
         # A user-supplied transport is not closed (closing the client would close it).
         client = httpx.AsyncClient(transport=self._async_transport, **self._client_options)
+        steps = self._attempt(server, deadline)
         try:
-            for api in self._apis(server):
-                password, retried = self.password(), False
-                while True:
-                    sent_at = self.clock()
-                    request = self._request(server, api, password, deadline)
-                    try:
-                        status, body = await asyncio.wait_for(self._send_async(client, request, deadline),
-                                                              max(deadline - self.timer(), 0.0))
-                    except asyncio.TimeoutError:
-                        raise _DeadlinePassed(f"login to {server} did not finish by its deadline") from None
-                    try:
-                        result = self._accept(server, api, status, body, sent_at)
-                    except AuthenticationError:
-                        fresh = self._changed_password(password, retried)
-                        if fresh is None:
-                            raise
-                        password, retried = fresh, True
-                        continue
-                    break
-                if result is not None:
-                    return result
-            raise LoginEndpointMissing(f"no login endpoint on {server}", server=str(server))
+            request = next(steps)
+            while True:
+                try:
+                    answer = await asyncio.wait_for(self._send_async(client, request, deadline),
+                                                    max(deadline - self.timer(), 0.0))
+                except asyncio.TimeoutError:
+                    raise _DeadlinePassed(f"login to {server} did not finish by its deadline") from None
+                request = steps.send(answer)
+        except StopIteration as done:
+            result: LoginResult = done.value
+            return result
         except (httpx.TransportError, TransientLoginError) as exc:
             raise self._failed(server, exc, deadline) from None
         finally:

@@ -1,8 +1,12 @@
 """Token stores: memory (default, process-wide), a file (one machine), Redis (a fleet)."""
 
-from .base import TokenStore
+from .base import FleetBackOff, FleetBackOffStore, TokenStore
 from .file import FileTokenStore
 from .memory import MemoryTokenStore, default_store
 from .redis import RedisTokenStore
 
-__all__ = ["FileTokenStore", "MemoryTokenStore", "RedisTokenStore", "TokenStore", "default_store"]
+__all__ = [
+    "FileTokenStore",
+    "FleetBackOff",
+    "FleetBackOffStore",
+    "MemoryTokenStore", "RedisTokenStore", "TokenStore", "default_store"]

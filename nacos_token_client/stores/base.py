@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..lifecycle import Token
 
-__all__ = ["TokenStore", "token_from_dict", "token_to_dict"]
+__all__ = [
+    "FleetBackOff",
+    "FleetBackOffStore",
+    "TokenStore",
+    "backoff_from_dict",
+    "backoff_to_dict",
+    "token_from_dict",
+    "token_to_dict",
+]
 
 
 @runtime_checkable
@@ -43,6 +52,58 @@ class TokenStore(Protocol):
         availability first. A lock whose holder died must expire, and it must be releasable from any thread
         (async callers take and release it on worker threads)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class FleetBackOff:
+    """Logins for one identity are paused, fleet-wide, until ``until`` (wall clock): the ``failures``-th transient
+    login failure in a row was recorded by some process. Other processes wait it out instead of adding attempts
+    to a server that is already failing; the first successful login clears it."""
+
+    until: float
+    failures: int
+
+
+#: The longest pause a stored back-off may impose (a store is not trusted: a bogus record must not stop logins
+#: for long).
+MAX_FLEET_BACKOFF = 300.0
+
+
+@runtime_checkable
+class FleetBackOffStore(Protocol):
+    """Optional: a shared store that can also hold each identity's :class:`FleetBackOff`. Every method is best
+    effort (availability first): one that fails is logged and ignored, and never stops a login."""
+
+    def get_backoff(self, key: str) -> FleetBackOff | None:
+        """The recorded back-off for ``key`` (None when there is none, it has passed, or it is malformed)."""
+        ...
+
+    def put_backoff(self, key: str, backoff: FleetBackOff) -> None:
+        """Record ``backoff`` for ``key``; it expires on its own at ``backoff.until``."""
+        ...
+
+    def clear_backoff(self, key: str) -> None:
+        """Forget the back-off for ``key`` (a login succeeded)."""
+        ...
+
+
+def backoff_to_dict(backoff: FleetBackOff) -> dict[str, float | int]:
+    """What a shared store keeps of a back-off."""
+    return {"until": backoff.until, "failures": backoff.failures}
+
+
+def backoff_from_dict(data: object, now: float) -> FleetBackOff | None:
+    """A back-off from stored data: None if malformed, already over, or further away than MAX_FLEET_BACKOFF."""
+    if not isinstance(data, dict):
+        return None
+    until, failures = data.get("until"), data.get("failures")
+    if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until):
+        return None
+    if isinstance(failures, bool) or not isinstance(failures, int) or not 1 <= failures <= 1000:
+        return None
+    if not now < until <= now + MAX_FLEET_BACKOFF:
+        return None
+    return FleetBackOff(float(until), failures)
 
 
 _FIELDS = ("issued_at", "expires_at", "refresh_at", "mandatory_at", "usable_until")

@@ -207,12 +207,13 @@ class ServerProcess:
     ``login_delay``, ``stats``. Every call has a deadline; the child ends itself if the parent goes away.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, token_ttl: int = TOKEN_TTL) -> None:
         import multiprocessing
 
         self._lock = threading.Lock()
         self._conn, child = multiprocessing.get_context("fork").Pipe()
-        self._process = multiprocessing.get_context("fork").Process(target=_serve, args=(child,), daemon=True,
+        self._process = multiprocessing.get_context("fork").Process(target=_serve, args=(child, token_ttl),
+                                                                      daemon=True,
                                                                       name="chaos-mock-nacos")
         self._process.start()
         child.close()
@@ -234,6 +235,10 @@ class ServerProcess:
     def set_login_delay(self, seconds: float) -> None:
         self._call("delay", seconds)
 
+    def set_down(self, down: bool) -> None:
+        """While down, every login answers 503 (an outage)."""
+        self._call("down", float(down))
+
     def stats(self) -> dict[str, Any]:
         answer: dict[str, Any] = self._call("stats")
         return answer
@@ -248,8 +253,8 @@ class ServerProcess:
         self._conn.close()
 
 
-def _serve(conn: Any) -> None:
-    server = MockNacosServer(token_ttl=TOKEN_TTL)
+def _serve(conn: Any, token_ttl: int) -> None:
+    server = MockNacosServer(token_ttl=token_ttl)
     server.set_config("app.yaml", "x: 1")
     try:
         while conn.poll(120):  # no word from the parent for 2 minutes: it is gone, end
@@ -264,6 +269,9 @@ def _serve(conn: Any) -> None:
                 conn.send(None)
             elif command == "delay":
                 server.login_delay = arg
+                conn.send(None)
+            elif command == "down":
+                server.down = bool(arg)
                 conn.send(None)
             elif command == "stats":
                 stats = server.stats

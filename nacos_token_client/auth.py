@@ -10,7 +10,9 @@ never enters the generator, which keeps the per-request cost within a few micros
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import secrets
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
@@ -97,18 +99,28 @@ def _origins(servers: Sequence[ServerAddress]) -> frozenset[tuple[str, str, int 
     return frozenset(found)
 
 
-_verifiers: LRUCache[str, str] = LRUCache(maxsize=256)
+#: PBKDF2 verifiers already computed in this process (bounded; as large as the default memory store).
+_verifiers: LRUCache[str, str] = LRUCache(maxsize=16_384)
 _verifiers_lock = threading.Lock()
+#: Keys for the process-local store: a keyed hash with a key that never leaves the process.
+_PROCESS_KEY = secrets.token_bytes(32)
 
 
-def identity_key(servers: Sequence[ServerAddress], username: str, password: str, namespace: str) -> str:
+def identity_key(servers: Sequence[ServerAddress], username: str, password: str, namespace: str, *,
+                 portable: bool = True) -> str:
     """The key under which a token is cached and shared: server list, user, namespace — and a verifier of the
     password, so an auth object with a wrong password never shares (or adopts) a token it could not get itself.
 
-    The verifier is PBKDF2 (20,000 rounds, salted with the identity): a shared store's keys do not hand out a
-    cheap hash of the password. It is computed once per identity and password in a process.
+    A ``portable`` key leaves the process (a file or Redis store): its verifier is PBKDF2 (20,000 rounds, salted
+    with the identity), so a shared store's keys do not hand out a cheap hash of the password; it is computed once
+    per identity and password in a process. A key that stays in the process (the memory store) is an HMAC with a
+    random per-process key instead: microseconds, and worthless outside the process.
     """
     identity = "|".join([",".join(sorted(str(s) for s in servers)), username, namespace])
+    if not portable:
+        digest = hmac.new(_PROCESS_KEY, f"{identity}\0{password}".encode("utf-8", "surrogatepass"),
+                          hashlib.sha256).hexdigest()[:32]
+        return f"nacos-token:{digest}"
     memo = hashlib.sha256(f"{identity}\0{password}".encode("utf-8", "surrogatepass")).hexdigest()
     with _verifiers_lock:
         verifier = _verifiers.get(memo)
@@ -234,7 +246,8 @@ class NacosTokenAuth(httpx.Auth):
             initial_password = login.password()
         except NacosTokenError as exc:
             raise ConfigurationError(f"the password callable failed: {exc}") from None
-        self.identity_key = identity_key(self.servers, username, initial_password, namespace)
+        self.identity_key = identity_key(self.servers, username, initial_password, namespace,
+                                         portable=not self.store.local)
         shared = not self.store.local
         state = shared_state(self.store, self.identity_key, lambda: TokenLifecycle(policy, shared_store=shared))
         self._source = TokenSource(state, login, clock=clock, timer=timer, hooks=self._hooks)

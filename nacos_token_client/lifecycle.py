@@ -512,17 +512,46 @@ class TokenLifecycle:
         self._settled(now)
         return LoginOutcome(token, same)
 
-    def login_failed(self, lease: Lease, error: NacosTokenError, now: float, mono: float) -> None:
-        """The login ``lease`` failed with ``error``: hard errors are negative-cached, the rest backed off."""
+    def login_failed(self, lease: Lease, error: NacosTokenError, now: float, mono: float) -> float | None:
+        """The login ``lease`` failed with ``error``: hard errors are negative-cached, the rest backed off.
+        Returns, for a transient failure, the wall time until which this identity's logins now wait — what a
+        shared store records for the fleet (:meth:`fleet_backing_off`)."""
         self._end_flight(lease)
         self._last_error = error
+        self._failures += 1
+        flight_delay = self.policy.flight_delay(self._failures)
+        self._next_flight = mono + flight_delay
+        if self.token is not None:
+            self._retry_at = now + self.policy.retry_delay(self._failures, self.token)
         if isinstance(error, _HARD_ERRORS):
             self._hard_error = error
             self._hard_error_until = now + self.policy.negative_cache_seconds
-        self._failures += 1
-        self._next_flight = mono + self.policy.flight_delay(self._failures)
+            return None
+        return max(self._retry_at, now + flight_delay)
+
+    @property
+    def failures(self) -> int:
+        """Failed logins in a row (this process's count, raised to the fleet's by a recorded back-off)."""
+        return self._failures
+
+    def fleet_backing_off(self, lease: Lease, until: float, failures: int, now: float, mono: float,
+                          ) -> LoginUnavailableError:
+        """The leader of ``lease`` found that another process recorded a failed login, backing off until
+        ``until`` (wall): it does not add an attempt. The flight ends like a failure — waiters wait the back-off
+        out within their own budgets — without counting one more failure. Returns the error for the event."""
+        self._end_flight(lease)
+        wait = max(until - now, 0.0)
+        if self.token is None or not self.token.is_usable(now):
+            # the record may carry a refresher's long back-off; a process with no token waits a flight delay
+            wait = min(wait, self.policy.flight_delay(failures))
+        self._failures = max(self._failures, failures)
+        self._next_flight = max(self._next_flight, mono + wait)
         if self.token is not None:
-            self._retry_at = now + self.policy.retry_delay(self._failures, self.token)
+            self._retry_at = max(self._retry_at, until)
+        self._last_error = LoginUnavailableError(
+            f"another process's login failed {failures} time(s) in a row; the fleet waits {wait:.1f} s before "
+            "the next attempt")
+        return self._last_error
 
     def login_abandoned(self, lease: Lease) -> None:
         """The leader was cancelled before finishing: the next request leads again, at once."""

@@ -11,6 +11,12 @@ the answer — and the answer is streamed and abandoned past 1 MiB or the deadli
 
 The sync and async paths share the retry policy, the server rotation and every parsing rule (``protocol.py``);
 they differ only in how a request is sent and how the back-off sleeps.
+
+HTTP machinery is shared, because identities are many and logins rare (:class:`SharedClients`): one SSL context
+and one sync ``httpx.Client`` per distinct set of HTTP settings in the process, and one ``httpx.AsyncClient`` per
+event loop per settings, reused by every login on that loop and closed when the loop shuts down its async
+generators (``asyncio.run`` does). Ten thousand identities with default settings cost one SSL context, not ten
+thousand. A user-supplied transport is used as given and never closed by us.
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import socket
+import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+from cachetools import LRUCache
 from tenacity import (
     AsyncRetrying,
     RetryError,
@@ -49,7 +59,7 @@ from .protocol import (
     parse_login_response,
 )
 
-__all__ = ["LoginClient", "LoginResult", "PasswordSource", "RetrySettings"]
+__all__ = ["LoginClient", "LoginResult", "PasswordSource", "RetrySettings", "SharedClients", "shared_clients"]
 
 log = logging.getLogger("nacos_token_client")
 
@@ -91,6 +101,125 @@ class _DeadlinePassed(TransientLoginError):
     """The login's deadline passed during an attempt."""
 
 
+# -- shared HTTP machinery ---------------------------------------------------------------------------------------
+
+_SettingsKey = tuple[Any, ...]
+
+
+@dataclass(eq=False)
+class _LoopClients:
+    """The async clients of one event loop, and the async generator that closes them when the loop shuts down."""
+
+    loop: weakref.ref[asyncio.AbstractEventLoop]
+    clients: dict[_SettingsKey, httpx.AsyncClient] = field(default_factory=dict)
+    owned: list[httpx.AsyncClient] = field(default_factory=list)
+    closer: AsyncGenerator[None, None] | None = None
+
+
+class SharedClients:
+    """The process's login HTTP clients: per settings (sync), per event loop and settings (async).
+
+    Login requests set their own per-phase timeouts (capped at the login's deadline), so a client's settings are
+    only what changes a connection: ``verify``, ``trust_env`` and the transports. Bounded: at most ``max_settings``
+    sync clients; one evicted is not closed (a login may be using it) and goes with its last user.
+    """
+
+    def __init__(self, *, max_settings: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._ssl: LRUCache[_SettingsKey, ssl.SSLContext] = LRUCache(maxsize=max_settings)
+        self._sync: LRUCache[_SettingsKey, httpx.Client] = LRUCache(maxsize=max_settings)
+        self._loops: dict[int, _LoopClients] = {}
+        #: How many clients were built (sync, async): the measure of sharing, for tests and benchmarks.
+        self.built = [0, 0]
+
+    def sync_client(self, verify: Any, trust_env: bool, transport: httpx.BaseTransport | None) -> httpx.Client:
+        """The shared sync client for these settings (built on first use)."""
+        key = (_verify_key(verify), trust_env, transport)
+        with self._lock:
+            client = self._sync.get(key)
+            if client is None:
+                client = httpx.Client(transport=transport, **self._options(verify, trust_env))
+                self._sync[key] = client
+                self.built[0] += 1
+            return client
+
+    async def async_client(self, verify: Any, trust_env: bool,
+                           transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        """The running loop's client for these settings (built on first use, closed with the loop)."""
+        loop = asyncio.get_running_loop()
+        key = (_verify_key(verify), trust_env, transport)
+        with self._lock:
+            entry = self._loops.get(id(loop))
+            if entry is None or entry.loop() is not loop:
+                self._sweep()
+                entry = self._loops[id(loop)] = _LoopClients(weakref.ref(loop))
+            client = entry.clients.get(key)
+            if client is not None:
+                return client
+            client = httpx.AsyncClient(transport=transport, **self._options(verify, trust_env))
+            entry.clients[key] = client
+            self.built[1] += 1
+            if transport is None:
+                entry.owned.append(client)
+            start_closer = entry.closer is None
+            if start_closer:
+                entry.closer = _close_with_loop(entry)
+        if start_closer:
+            assert entry.closer is not None
+            await entry.closer.__anext__()  # the loop now tracks it: shutdown_asyncgens() closes the clients
+        return client
+
+    def _options(self, verify: Any, trust_env: bool) -> dict[str, Any]:
+        """Called with the lock held. One SSL context per ``verify``/``trust_env``, shared by sync and async."""
+        if isinstance(verify, bool):
+            key = (verify, trust_env)
+            context = self._ssl.get(key)
+            if context is None:
+                context = self._ssl[key] = httpx.create_ssl_context(verify=verify, trust_env=trust_env)
+            verify = context
+        return {"verify": verify, "trust_env": trust_env, "follow_redirects": False}
+
+    def _sweep(self) -> None:
+        """Forget the clients of loops that are closed or gone (called with the lock held, when a loop is new)."""
+        for loop_id, entry in list(self._loops.items()):
+            loop = entry.loop()
+            if loop is None or loop.is_closed():
+                del self._loops[loop_id]
+
+    def reset_after_fork(self) -> None:
+        """A child must not share the parent's connections: forget every client without closing it."""
+        self._lock = threading.Lock()
+        self._ssl.clear()
+        self._sync.clear()
+        self._loops = {}
+
+
+async def _close_with_loop(entry: _LoopClients) -> AsyncGenerator[None, None]:
+    """Suspended for the loop's lifetime; ``loop.shutdown_asyncgens()`` resumes it to close the loop's clients."""
+    try:
+        yield
+    finally:
+        for client in entry.owned:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def _verify_key(verify: Any) -> Any:
+    return verify if isinstance(verify, (bool, str)) else ("object", id(verify), verify)
+
+
+_shared = SharedClients()
+
+
+def shared_clients() -> SharedClients:
+    """The process-wide login clients."""
+    return _shared
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_shared.reset_after_fork)
+
+
 class LoginClient:
     """Logs one identity in, through the user's HTTP settings (transport, TLS, timeouts)."""
 
@@ -124,10 +253,8 @@ class LoginClient:
             async_transport = transport  # e.g. httpx.MockTransport serves both
         self._async_transport = async_transport
         self._timeout = httpx.Timeout(timeout)
-        self._client_options: dict[str, Any] = {"verify": verify, "timeout": self._timeout,
-                                                "trust_env": trust_env, "follow_redirects": False}
-        self._sync_client: httpx.Client | None = None
-        self._client_lock = threading.Lock()
+        self._verify = verify
+        self._trust_env = trust_env
         self._next_server = 0
         self._api_of: dict[ServerAddress, Literal["v1", "v3"]] = {}
 
@@ -239,12 +366,6 @@ class LoginClient:
 
     # -- sync ---------------------------------------------------------------------------------------------------
 
-    def _client(self) -> httpx.Client:
-        with self._client_lock:
-            if self._sync_client is None:
-                self._sync_client = httpx.Client(transport=self._transport, **self._client_options)
-            return self._sync_client
-
     def _send_sync(self, request: httpx.Request, deadline: float) -> tuple[int, bytes]:
         sockets: list[Any] = []
 
@@ -262,7 +383,8 @@ class LoginClient:
         watchdog.daemon = True
         watchdog.start()
         try:
-            response = self._client().send(request, stream=True)
+            client = _shared.sync_client(self._verify, self._trust_env, self._transport)
+            response = client.send(request, stream=True)
             try:
                 return response.status_code, _read_capped(response.iter_bytes(), deadline, self.timer)
             finally:
@@ -306,9 +428,7 @@ class LoginClient:
         server = self._server()
         if self._async_transport is None and self._transport is not None:
             raise ConfigurationError("transport= serves sync requests only; pass async_transport= for async logins")
-        # One client per login: an AsyncClient is bound to the event loop that first used it, and logins are rare.
-        # A user-supplied transport is not closed (closing the client would close it).
-        client = httpx.AsyncClient(transport=self._async_transport, **self._client_options)
+        client = await _shared.async_client(self._verify, self._trust_env, self._async_transport)
         steps = self._attempt(server, deadline)
         try:
             request = next(steps)
@@ -324,9 +444,6 @@ class LoginClient:
             return result
         except (httpx.TransportError, TransientLoginError) as exc:
             raise self._failed(server, exc, deadline) from None
-        finally:
-            if self._async_transport is None:
-                await client.aclose()
 
     async def login_async(self, deadline: float) -> LoginResult:
         """Log in, retrying transient failures until ``deadline`` (monotonic seconds)."""
@@ -340,16 +457,11 @@ class LoginClient:
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the sync connection pool (a user-supplied transport is left open)."""
-        with self._client_lock:
-            client, self._sync_client = self._sync_client, None
-        if client is not None and self._transport is None:
-            client.close()
+        """Nothing to release: the HTTP clients are shared by the process (logins ask for ``Connection: close``,
+        so no connection outlives its login), and a user-supplied transport is never closed by us."""
 
     def reset_after_fork(self) -> None:
-        """A child must not share the parent's pooled connections; drop them without closing the parent's."""
-        self._sync_client = None
-        self._client_lock = threading.Lock()
+        """The shared clients reset themselves in a forked child; nothing of this identity's to drop."""
 
 
 def _or_inf(value: float | None) -> float:

@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import math
 import os
 import threading
 import time
@@ -37,7 +38,7 @@ from .errors import NacosTokenError
 from .events import EventHooks, TokenEvent
 from .lifecycle import Action, Decision, Lease, Owner, RefreshReason, RejectionVerdict, Ticket, Token, TokenLifecycle
 from .login import LoginClient, LoginResult
-from .stores.base import TokenStore
+from .stores.base import FleetBackOff, FleetBackOffStore, TokenStore
 
 __all__ = ["Cancelled", "SharedState", "StormBackOff", "TokenSource", "shared_state"]
 
@@ -60,11 +61,102 @@ class StormBackOff(NacosTokenError):
 # -- commands ------------------------------------------------------------------------------------------------------
 
 
+class Wake:
+    """Set once, when a login in flight ends. Threads wait on an event; the tasks of each event loop wait on one
+    gate per loop, completed by a single callback on that loop — a herd of ten thousand tasks costs one
+    cross-thread wake-up per loop, not one per task."""
+
+    __slots__ = ("_event", "_gates", "_lock")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._gates: dict[asyncio.AbstractEventLoop, _Gate] = {}
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        """Wake every waiter, in every thread and on every loop (idempotent; safe from any thread)."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            gates, self._gates = self._gates, {}
+        for loop, gate in gates.items():
+            if loop.is_closed():
+                continue
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits there any more
+                loop.call_soon_threadsafe(gate.open)
+
+    def wait(self, seconds: float) -> None:
+        """Block this thread until set, or for ``seconds``."""
+        self._event.wait(seconds)
+
+    async def wait_async(self, seconds: float) -> None:
+        """Wait on the running loop until set, or for ``seconds``; a cancelled task stops waiting alone."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._event.is_set():
+                return
+            gate = self._gates.get(loop)
+            if gate is None:
+                gate = self._gates[loop] = _Gate(loop)
+        if gate.opened:
+            return
+        waiter: asyncio.Future[None] = loop.create_future()
+        gate.add(waiter, seconds)
+        try:
+            await waiter
+        finally:
+            gate.waiters.discard(waiter)
+
+
+class _Gate:
+    """The waiters of one loop on one :class:`Wake`, touched only from that loop's thread: one future each, one
+    timer for all (it wakes everyone at the earliest deadline asked for; a waiter woken early decides again)."""
+
+    __slots__ = ("due", "loop", "opened", "timer", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.opened = False
+        self.waiters: set[asyncio.Future[None]] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.due = math.inf
+
+    def add(self, waiter: asyncio.Future[None], seconds: float) -> None:
+        self.waiters.add(waiter)
+        due = self.loop.time() + seconds
+        if due < self.due:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.due = due
+            self.timer = self.loop.call_at(due, self._time_up)
+
+    def open(self) -> None:
+        self.opened = True
+        self._wake_all()
+
+    def _time_up(self) -> None:
+        self.timer, self.due = None, math.inf
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer, self.due = None, math.inf
+        waiters, self.waiters = self.waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 @dataclass(frozen=True, slots=True)
 class WaitFor:
-    """Wait until ``wake`` completes (the login in flight ended) or ``seconds`` pass; with no ``wake``, sleep."""
+    """Wait until ``wake`` is set (the login in flight ended) or ``seconds`` pass; with no ``wake``, sleep."""
 
-    wake: concurrent.futures.Future[None] | None
+    wake: Wake | None
     seconds: float
 
 
@@ -105,6 +197,23 @@ class StoreUnlock:
 
 
 @dataclass(frozen=True, slots=True)
+class BackOffGet:
+    """Read the fleet's login back-off for this identity (None: none, or the store cannot say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackOffPut:
+    """Record a failed login's back-off for the fleet."""
+
+    backoff: FleetBackOff
+
+
+@dataclass(frozen=True, slots=True)
+class BackOffClear:
+    """A login succeeded: the fleet may log in again at once."""
+
+
+@dataclass(frozen=True, slots=True)
 class Spawn:
     """Run ``flow`` in the background (a thread, or a task on the running loop), owned by ``owner``."""
 
@@ -112,7 +221,8 @@ class Spawn:
     owner: PendingOwner
 
 
-Command = WaitFor | SendLogin | StoreGet | StorePut | StoreDelete | StoreLock | StoreUnlock | Spawn
+Command = (WaitFor | SendLogin | StoreGet | StorePut | StoreDelete | StoreLock | StoreUnlock | BackOffGet | BackOffPut
+           | BackOffClear | Spawn)
 Flow = Generator[Command, Any, T]
 
 
@@ -161,19 +271,16 @@ class SharedState:
     store: TokenStore
     key: str
     lock: threading.Lock = field(default_factory=threading.Lock)
-    wakes: dict[int, concurrent.futures.Future[None]] = field(default_factory=dict)
+    wakes: dict[int, Wake] = field(default_factory=dict)
 
-    def decide(self, now: float, mono: float, ticket: Ticket, owner: Owner) -> tuple[
-            Decision, concurrent.futures.Future[None] | None]:
+    def decide(self, now: float, mono: float, ticket: Ticket, owner: Owner) -> tuple[Decision, Wake | None]:
         with self.lock:
             decision = self.core.decide(now, mono, ticket, owner)
             lease = decision.lease
             if decision.action in (Action.LOGIN, Action.REFRESH_IN_BACKGROUND) and lease is not None:
                 for stale in self.wakes.values():  # a voided flight's waiters decide again now
-                    _complete(stale)
-                wake: concurrent.futures.Future[None] = concurrent.futures.Future()
-                wake.set_running_or_notify_cancel()  # nobody may cancel it
-                self.wakes = {lease.generation: wake}
+                    stale.set()
+                self.wakes = {lease.generation: Wake()}
             if decision.action in (Action.REFRESH_IN_BACKGROUND, Action.SYNC_IN_BACKGROUND) and lease is not None:
                 lease.owner = PendingOwner()
             flight = self.core.flight
@@ -183,17 +290,12 @@ class SharedState:
         """The login ``lease`` ended (the core already knows how): wake its waiters."""
         wake = self.wakes.pop(lease.generation, None)
         if wake is not None:
-            _complete(wake)
+            wake.set()
 
     def reset_after_fork(self) -> None:
         self.lock = threading.Lock()
         self.wakes = {}
         self.core.reset_after_fork()
-
-
-def _complete(wake: concurrent.futures.Future[None]) -> None:
-    if not wake.done():
-        wake.set_result(None)
 
 
 _registry: weakref.WeakValueDictionary[tuple[int, str], SharedState] = weakref.WeakValueDictionary()
@@ -290,6 +392,8 @@ class TokenSource:
         self.timer = timer
         self.hooks = hooks
         self._background: set[threading.Thread | asyncio.Task[Any]] = set()
+        #: The store can hold a login back-off for the whole fleet (file, Redis): failed logins are recorded there.
+        self._fleet = not state.store.local and isinstance(state.store, FleetBackOffStore)
         _sources.add(self)
 
     # -- the flows, written once -----------------------------------------------------------------------------
@@ -330,7 +434,8 @@ class TokenSource:
                 self.hooks.observe_wait(self.timer() - waited_since)
 
     def _lead_flow(self, decision: Decision, background: bool) -> Flow[None]:
-        """Lead one login: under the store's lock, adopt what another process stored or log in and store it."""
+        """Lead one login: under the store's lock, adopt what another process stored, wait out a back-off the
+        fleet recorded, or log in — then store the token, or record the failure's back-off for the fleet."""
         lease = decision.lease
         assert lease is not None
         started = self.timer()
@@ -340,10 +445,22 @@ class TokenSource:
                 stored = yield StoreGet()
                 if stored is not None and self._adopt(lease, stored, decision.reason):
                     return
-                result = yield SendLogin(lease.deadline)
+                recorded = (yield BackOffGet()) if self._fleet else None
+                if recorded is not None and recorded.until > self.clock():
+                    self._fleet_backing_off(lease, recorded, decision.reason, started, background)
+                    return
+                try:
+                    result = yield SendLogin(lease.deadline)
+                except NacosTokenError as exc:
+                    until = self._failed(lease, decision.reason, exc, started, background)
+                    if until is not None and self._fleet:
+                        yield BackOffPut(FleetBackOff(until, min(self._core.failures, 1000)))
+                    return
                 token = self._apply_login(lease, result, decision.reason)
                 if token is not None:
                     yield StorePut(token)
+                    if recorded is not None and self._fleet:
+                        yield BackOffClear()
             finally:
                 if handle is not None:
                     yield StoreUnlock(handle)
@@ -390,7 +507,7 @@ class TokenSource:
         store, key = self.state.store, self.state.key
         if isinstance(command, WaitFor):
             if command.wake is not None:
-                concurrent.futures.wait([command.wake], timeout=command.seconds)
+                command.wake.wait(command.seconds)
             else:
                 time.sleep(command.seconds)
             return None
@@ -407,8 +524,19 @@ class TokenSource:
             return None if handle is LOCK_FAILED else handle
         if isinstance(command, StoreUnlock):
             return _unlock(command.handle)
+        if isinstance(command, BackOffGet | BackOffPut | BackOffClear):
+            return self._backoff_call(command)()
         self._spawn_thread(command)
         return None
+
+    def _backoff_call(self, command: BackOffGet | BackOffPut | BackOffClear) -> Callable[[], Any]:
+        store, key = self.state.store, self.state.key
+        assert isinstance(store, FleetBackOffStore)
+        if isinstance(command, BackOffGet):
+            return functools.partial(_store_call, store.get_backoff, key)
+        if isinstance(command, BackOffPut):
+            return functools.partial(_store_call, store.put_backoff, key, command.backoff)
+        return functools.partial(_store_call, store.clear_backoff, key)
 
     def _spawn_thread(self, spawn: Spawn) -> None:
         def run() -> None:
@@ -437,7 +565,10 @@ class TokenSource:
                 return stop.value  # type: ignore[no-any-return]
             reply, error = None, None
             try:
-                reply = await self._execute_async(command)
+                if isinstance(command, WaitFor) and command.wake is not None:  # the herd's path, kept short
+                    await command.wake.wait_async(command.seconds)
+                else:
+                    reply = await self._execute_async(command)
             except Exception as exc:
                 error = exc
             except BaseException:  # CancelledError, or GeneratorExit when the loop drops the task
@@ -450,9 +581,7 @@ class TokenSource:
             if command.wake is None:
                 await asyncio.sleep(command.seconds)
             else:
-                # cancelling the wrapper cannot cancel the flight's future: it is marked running
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.wrap_future(command.wake), command.seconds)
+                await command.wake.wait_async(command.seconds)
             return None
         if isinstance(command, SendLogin):
             return await self.login.login_async(command.deadline)
@@ -468,8 +597,10 @@ class TokenSource:
             call = functools.partial(_store_call, store.get, key)
         elif isinstance(command, StorePut):
             call = functools.partial(_store_call, store.put, key, command.token)
-        else:
+        elif isinstance(command, StoreDelete):
             call = functools.partial(_store_call, store.delete, key, command.value)
+        else:
+            call = self._backoff_call(command)
         if store.local:
             return call()
         return await asyncio.wrap_future(_executor().submit(call))
@@ -532,9 +663,10 @@ class TokenSource:
         return outcome.token if outcome.installed else None
 
     def _failed(self, lease: Lease, reason: RefreshReason | None, error: NacosTokenError, started: float,
-                background: bool) -> None:
+                background: bool) -> float | None:
+        """A login failed: the core backs off; returns the back-off deadline (wall) of a transient failure."""
         with self.state.lock:
-            self._core.login_failed(lease, error, self.clock(), self.timer())
+            until = self._core.login_failed(lease, error, self.clock(), self.timer())
         self.state.ended(lease)
         self.hooks.count("failures")
         self.hooks.emit(TokenEvent("failure", reason=reason, outcome=type(error).__name__,
@@ -542,6 +674,19 @@ class TokenSource:
         if background:
             log.warning("background token refresh failed (%s: %s); still serving the current token",
                         type(error).__name__, error)
+        return until
+
+    def _fleet_backing_off(self, lease: Lease, recorded: FleetBackOff, reason: RefreshReason | None,
+                           started: float, background: bool) -> None:
+        """Another process's login failed and it recorded a back-off: wait it out instead of adding an attempt."""
+        with self.state.lock:
+            error = self._core.fleet_backing_off(lease, recorded.until, recorded.failures, self.clock(),
+                                                 self.timer())
+        self.state.ended(lease)
+        self.hooks.emit(TokenEvent("failure", reason=reason, outcome="fleet_backoff",
+                                   duration=self.timer() - started, error=str(error)))
+        if background:
+            log.info("token refresh postponed: %s", error)
 
     # -- sync and async entry points ----------------------------------------------------------------------------
 

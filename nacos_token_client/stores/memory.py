@@ -26,7 +26,7 @@ class MemoryTokenStore:
 
     local = True
 
-    def __init__(self, maxsize: int = 1024, *, timer: Callable[[], float] = time.time) -> None:
+    def __init__(self, maxsize: int = 16_384, *, timer: Callable[[], float] = time.time) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self._cache: TLRUCache[str, Token] = TLRUCache(maxsize=maxsize, ttu=_until_expiry, timer=timer)

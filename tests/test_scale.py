@@ -1,0 +1,258 @@
+"""Scale (issue #9): shared login HTTP clients, cheap identities, one waiter per loop, the fleet-wide back-off."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from nacos_token_client import MemoryTokenStore, NacosTokenAuth
+from nacos_token_client.login import shared_clients
+from nacos_token_client.testing import MockNacosServer
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[MockNacosServer, str]]:
+    mock = MockNacosServer(token_ttl=18000)
+    for i in range(40):
+        mock.add_user(f"user{i}", f"pw{i}")
+    address = mock.start()
+    try:
+        yield mock, address
+    finally:
+        mock.stop()
+
+
+def _sockets_to(port: int) -> int:
+    """Open TCP sockets of this process connected to ``port`` (from /proc/net/tcp and our descriptors)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].split(":")[1], 16)
+            if remote_port == port and fields[9] in inodes and fields[3] == "01":  # ESTABLISHED
+                count += 1
+    return count
+
+
+# -- shared login HTTP machinery ---------------------------------------------------------------------------------
+
+
+def test_identities_share_one_sync_client_and_keep_no_sockets_open(server: tuple[MockNacosServer, str]) -> None:
+    mock, address = server
+    port = httpx.URL(address).port
+    assert port is not None
+    before = shared_clients().built[0]
+    auths = [NacosTokenAuth(address, f"user{i}", f"pw{i}", store=MemoryTokenStore()) for i in range(40)]
+    tokens = {auth.get_token() for auth in auths}
+    assert len(tokens) == 40
+    assert mock.stats.logins == 40
+    assert shared_clients().built[0] - before <= 1  # one client for the default settings, not one per identity
+    assert _sockets_to(port) == 0  # logins ask for Connection: close; nothing lingers per identity
+
+
+def test_distinct_http_settings_get_distinct_clients(server: tuple[MockNacosServer, str]) -> None:
+    _, address = server
+    plain = NacosTokenAuth(address, "user1", "pw1", store=MemoryTokenStore())
+    plain.get_token()
+    before = shared_clients().built[0]
+    no_env = NacosTokenAuth(address, "user2", "pw2", store=MemoryTokenStore(), trust_env=False)
+    no_env.get_token()
+    again = NacosTokenAuth(address, "user3", "pw3", store=MemoryTokenStore(), trust_env=False)
+    again.get_token()
+    assert shared_clients().built[0] - before == 1
+
+
+def test_an_event_loop_reuses_its_async_client_and_closes_it_with_the_loop(
+        server: tuple[MockNacosServer, str]) -> None:
+    mock, address = server
+    auths = [NacosTokenAuth(address, f"user{i}", f"pw{i}", store=MemoryTokenStore()) for i in range(20)]
+
+    async def log_in_all() -> httpx.AsyncClient:
+        await asyncio.gather(*(auth.aget_token() for auth in auths))
+        return await shared_clients().async_client(True, True, None)
+
+    before = shared_clients().built[1]
+    client = asyncio.run(log_in_all())
+    assert mock.stats.logins == 20
+    assert shared_clients().built[1] - before == 1  # 20 logins on one loop: one client
+    assert client.is_closed  # asyncio.run shut the loop's async generators down, which closed it
+
+    for auth in auths:
+        auth.invalidate()
+    second = asyncio.run(log_in_all())  # a new loop: a new client, never the closed one
+    assert second is not client and second.is_closed
+    assert shared_clients().built[1] - before == 2
+    assert mock.stats.logins == 40
+
+
+def test_a_loop_closed_without_shutting_down_is_forgotten(server: tuple[MockNacosServer, str]) -> None:
+    _, address = server
+    auth = NacosTokenAuth(address, "user5", "pw5", store=MemoryTokenStore())
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(auth.aget_token())
+    finally:
+        loop.close()  # no shutdown_asyncgens(): the client is not closed, but it must not be reused
+    auth.invalidate()
+    gc.collect()
+    assert asyncio.run(auth.aget_token())  # another loop logs in fine with its own client
+
+
+def _child_login(address: str, queue: Any) -> None:
+    auth = NacosTokenAuth(address, "user7", "pw7", store=MemoryTokenStore())
+    before = shared_clients().built[0]
+    try:
+        auth.get_token()
+        queue.put(("ok", shared_clients().built[0] - before))
+    except Exception as exc:  # pragma: no cover - reported to the parent
+        queue.put(("error", repr(exc)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_builds_its_own_client(server: tuple[MockNacosServer, str]) -> None:
+    mock, address = server
+    NacosTokenAuth(address, "user6", "pw6", store=MemoryTokenStore()).get_token()  # the parent has a client
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_login, args=(address, queue))
+    child.start()
+    outcome = queue.get(timeout=30)
+    child.join(30)
+    assert outcome == ("ok", 1)  # the parent's client was forgotten in the child, and a fresh one worked
+    assert mock.stats.logins == 2
+
+
+def test_a_user_transport_is_used_as_given_and_never_closed(server: tuple[MockNacosServer, str]) -> None:
+    mock, _ = server
+    transport = mock.transport()
+    closed: list[bool] = []
+    original = transport.close
+    transport.close = lambda: closed.append(True) or original()  # type: ignore[method-assign,func-returns-value]
+    auth = NacosTokenAuth("http://nacos.test:8848", "user8", "pw8", store=MemoryTokenStore(), transport=transport)
+    auth.get_token()
+    auth.close()
+
+    async def run() -> None:
+        auth.invalidate()
+        await auth.aget_token()
+
+    asyncio.run(run())
+    assert not closed
+    assert mock.stats.logins == 2
+
+
+def test_async_login_cpu_is_small_after_the_first(server: tuple[MockNacosServer, str]) -> None:
+    """Not a benchmark (see benchmarks/scale.py): a guard that no login builds an SSL context of its own."""
+    _, address = server
+    auths = [NacosTokenAuth(address, f"user{i}", f"pw{i}", store=MemoryTokenStore()) for i in range(10, 30)]
+
+    async def run() -> int:
+        before = shared_clients().built[1]
+        for auth in auths:
+            await auth.aget_token()
+        return shared_clients().built[1] - before
+
+    started = time.process_time()
+    assert asyncio.run(run()) == 1
+    assert time.process_time() - started < 20 * 0.0248  # 20 logins that each built an SSL context would cost more
+
+
+# -- one waiter per event loop per flight --------------------------------------------------------------------------
+
+
+def _slow_login_auth(login_delay: float, **options: Any) -> tuple[MockNacosServer, NacosTokenAuth]:
+    mock = MockNacosServer(token_ttl=18000)
+    mock.login_delay = login_delay
+    auth = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=MemoryTokenStore(),
+                          transport=mock.transport(), **options)
+    return mock, auth
+
+
+def test_a_herd_on_two_loops_gets_one_wake_up_per_loop() -> None:
+    """The login is led from a thread; 2 x 500 tasks on two loops wait for it. Each loop is woken once (one
+    call_soon_threadsafe), not once per task, and every task gets the token of the one login."""
+    import threading
+
+    mock, auth = _slow_login_auth(0.3)
+    leader = threading.Thread(target=auth.get_token)
+    results: dict[int, tuple[set[str], int]] = {}
+    started = threading.Barrier(3)
+
+    def loop_herd(index: int) -> None:
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            wakes = 0
+            original = loop.call_soon_threadsafe
+
+            def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+                nonlocal wakes
+                wakes += 1
+                return original(callback, *args, **kwargs)
+
+            loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+            started.wait(5)
+            await asyncio.sleep(0.05)  # the leader's login is in flight
+            tokens = await asyncio.gather(*(auth.aget_token() for _ in range(500)))
+            results[index] = (set(tokens), wakes)
+
+        asyncio.run(run())
+
+    herds = [threading.Thread(target=loop_herd, args=(i,)) for i in range(2)]
+    for herd in herds:
+        herd.start()
+    started.wait(5)
+    leader.start()
+    for thread in (leader, *herds):
+        thread.join(30)
+    assert mock.stats.logins == 1
+    assert results[0][0] == results[1][0] == {auth.get_token()}
+    assert results[0][1] <= 2 and results[1][1] <= 2  # one wake-up per loop (and no more than a stray one)
+
+
+async def test_cancelling_some_waiters_leaves_the_others_and_the_login_alone() -> None:
+    mock, auth = _slow_login_auth(0.4)
+    tasks = [asyncio.create_task(auth.aget_token()) for _ in range(200)]
+    await asyncio.sleep(0.1)  # all waiting for the login in flight (led by the first task)
+    cancelled_at = time.monotonic()
+    for task in tasks[1::2]:
+        task.cancel()
+    done, _ = await asyncio.wait(tasks[1::2], timeout=1.0)
+    assert len(done) == 100 and all(task.cancelled() for task in done)
+    assert time.monotonic() - cancelled_at < 0.3  # they stopped waiting at once, not when the login ended
+    tokens = await asyncio.gather(*tasks[0::2])
+    assert len(set(tokens)) == 1
+    assert mock.stats.logins == 1
+
+
+async def test_each_waiter_keeps_its_own_budget() -> None:
+    """The login hangs; tasks that began waiting at different times each fail when their own budget is spent."""
+    from nacos_token_client import LoginUnavailableError
+
+    _, auth = _slow_login_auth(30.0, login_timeout=1.0, login_attempts=1)
+    began = time.monotonic()
+
+    async def timed(delay: float) -> float:
+        await asyncio.sleep(delay)
+        with pytest.raises(LoginUnavailableError):
+            await auth.aget_token()
+        return time.monotonic() - began
+
+    early, late = await asyncio.gather(timed(0.0), timed(0.6))
+    assert 0.9 <= early <= 1.7
+    assert 1.5 <= late <= 2.3

@@ -15,13 +15,21 @@ import importlib
 import inspect
 import itertools
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import nacos_token_client
-from nacos_token_client import MemoryTokenStore, TokenInfo
+from nacos_token_client import (
+    FileTokenStore,
+    MemoryTokenStore,
+    NacosTokenAuth,
+    RedisTokenStore,
+    TokenInfo,
+    WatchSettings,
+)
 from nacos_token_client.testing import MockNacosServer
 
 PACKAGE = "nacos_token_client"
@@ -161,3 +169,69 @@ def test_the_check_sees_an_undocumented_method(monkeypatch: Any) -> None:
     assert "nacos_token_client.stores.memory.MemoryTokenStore.get: no docstring" in found
     assert "'expires_at' is not named" in found
     assert ".rotate_secret: no docstring" in found
+
+
+CONFIGURATION_PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+#: The option tables of docs/configuration.md, by the heading above them, and what each documents.
+CONFIGURATION_TABLES: dict[str, Any] = {
+    "NacosTokenAuth": NacosTokenAuth,
+    "WatchSettings": WatchSettings,
+    "FileTokenStore": FileTokenStore,
+    "RedisTokenStore": RedisTokenStore,
+    "MemoryTokenStore": MemoryTokenStore,
+}
+_HEADING = re.compile(r"^## `(\w+)`")
+_ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \|")
+
+
+def _configuration_tables() -> dict[str, dict[str, str]]:
+    """Heading name -> option -> the default as the page quotes it."""
+    tables: dict[str, dict[str, str]] = {}
+    current: str | None = None
+    for line in CONFIGURATION_PAGE.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            heading = _HEADING.match(line)
+            current = heading.group(1) if heading else None
+        elif current is not None and (row := _ROW.match(line)):
+            tables.setdefault(current, {})[row.group(1)] = row.group(2).strip()
+    return tables
+
+
+def _quoted_default_differs(quoted: str, default: Any) -> bool:
+    text = quoted.strip("`")
+    if default is inspect.Parameter.empty:
+        return text != "required"
+    if callable(default):
+        return text != default.__name__ and not text.endswith("." + default.__name__)
+    try:
+        return bool(ast.literal_eval(text) != default)
+    except (ValueError, SyntaxError):
+        return True
+
+
+def test_configuration_page_matches_the_signatures() -> None:
+    """Every option is in the page's table, and every default quoted there is the one the code has."""
+    tables = _configuration_tables()
+    problems: list[str] = []
+    for heading, target in CONFIGURATION_TABLES.items():
+        rows = tables.get(heading)
+        if rows is None:
+            problems.append(f"docs/configuration.md has no option table under '## `{heading}`'")
+            continue
+        parameters = {name: p.default for name, p in inspect.signature(target).parameters.items()
+                      if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        problems += [f"{heading}: option {name!r} is missing from the table" for name in parameters if name not in rows]
+        problems += [f"{heading}: the table lists {name!r}, which is no parameter" for name in rows
+                     if name not in parameters]
+        problems += [f"{heading}: {name!r} is quoted as {rows[name]} but defaults to {parameters[name]!r}"
+                     for name in rows if name in parameters and _quoted_default_differs(rows[name], parameters[name])]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_configuration_check_sees_a_wrong_default() -> None:
+    tables = _configuration_tables()
+    assert tables["NacosTokenAuth"]["refresh_ratio"] == "`0.9`"
+    assert _quoted_default_differs("`0.8`", 0.9)
+    assert _quoted_default_differs("`(0.2, 5.0)`", (0.2, 4.0))
+    assert not _quoted_default_differs("`time.monotonic`", time.monotonic)
+    assert _quoted_default_differs("required", None)

@@ -1,4 +1,4 @@
-"""``NacosTokenAuth``: an ``httpx.Auth`` that attaches the token, recognises rejections, and replays once.
+"""``NacosTokenAuth``: an ``httpx.Auth`` that attaches the token, recognises rejections, and replays.
 
 Every rule is written once: :meth:`NacosTokenAuth._plan` (does this request get a token?), ``_attach``, and
 :meth:`NacosTokenAuth._recover` — a generator that, after a 401/403, yields either an ``httpx.Request`` for httpx
@@ -399,7 +399,7 @@ class NacosTokenAuth(httpx.Auth):
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """Called by ``httpx.Client`` for every request: attach the token (blocking only when none is usable),
-        and after a token rejection log in once and replay. Not called directly."""
+        and after a token rejection log in once and replay (up to twice). Not called directly."""
         if not self._plan(request):
             yield request
             return

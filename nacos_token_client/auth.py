@@ -1,4 +1,4 @@
-"""``NacosTokenAuth``: an ``httpx.Auth`` that attaches the token, recognises rejections, and replays once.
+"""``NacosTokenAuth``: an ``httpx.Auth`` that attaches the token, recognises rejections, and replays.
 
 Every rule is written once: :meth:`NacosTokenAuth._plan` (does this request get a token?), ``_attach``, and
 :meth:`NacosTokenAuth._recover` — a generator that, after a 401/403, yields either an ``httpx.Request`` for httpx
@@ -47,6 +47,8 @@ __all__ = ["NacosTokenAuth", "TokenPlacement"]
 log = logging.getLogger("nacos_token_client")
 
 TokenPlacement = Literal["header", "query", "bearer"]
+"""Where the token goes: the ``accessToken`` header (the default: kept out of URLs and so out of access logs), the
+``accessToken`` query parameter (for servers or proxies that read only that), or ``Authorization: Bearer``."""
 TOKEN_NAME = "accessToken"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _RELOGIN_KINDS = frozenset({RejectionKind.TOKEN})
@@ -160,10 +162,16 @@ class NacosTokenAuth(httpx.Auth):
     tokens keep being rejected, and never sends the token to another origin. Without a username requests pass
     untouched.
 
+    ``server_addresses``: ``"host:port"``, ``"http(s)://host:port[/context]"``, a comma-separated string of those,
+    or a list; the token is attached only to requests for these origins. ``username`` and ``password``: the
+    Nacos credentials (both or neither). After construction ``servers`` holds the parsed
+    :class:`~nacos_token_client.ServerAddress` list and ``store`` the token store in use; ``identity_key`` (set
+    only with a username) is the key under which the token is cached and shared.
+
     Options (keyword-only, bounded defaults):
 
     * ``namespace``: part of the identity that token sharing is keyed on; ``context_path`` (``/nacos``) applies to
-      addresses without a path; ``api``: ``"v1"``, ``"v3"`` or ``"auto"`` (v3, then v1 on 404/501).
+      addresses without a path; ``api``: ``"v1"`` (the default), ``"v3"`` or ``"auto"`` (v3, then v1 on 404/501).
     * ``token_placement``: ``"header"`` (``accessToken``), ``"query"`` or ``"bearer"``.
     * ``password``: a string, or a zero-argument callable returning the current password — for secrets that
       rotate: it is asked before each login and again after refused credentials (the new password is tried
@@ -171,7 +179,7 @@ class NacosTokenAuth(httpx.Auth):
       password the callable returned when the auth object was made.
     * ``refresh_ratio`` (0.9), ``refresh_jitter`` (0.03), ``login_timeout`` (30 s: what a request with no usable
       token may spend getting one, and the hard deadline of every login, reading the answer included),
-      ``login_attempts`` (3, and at least one per server), ``login_backoff`` ((first, max) seconds),
+      ``login_attempts`` (3, and at least one per server), ``login_backoff`` ((first, max) seconds; (0.2, 5)),
       ``negative_cache_seconds`` (5 s after refused credentials).
     * ``store``: a :class:`~nacos_token_client.stores.TokenStore` (default: the process-wide memory store);
       ``store_sync_interval`` (1 s): how often a shared store is looked at in the background.
@@ -287,6 +295,8 @@ class NacosTokenAuth(httpx.Auth):
 
     @property
     def stats(self) -> AuthStats:
+        """This auth object's counters (logins, failures, cache hits, waits, rejections, replays), as a snapshot:
+        to see whether tokens are being reused or logins are storming, without reading logs."""
         return self._hooks.snapshot()
 
     def close(self) -> None:
@@ -315,6 +325,7 @@ class NacosTokenAuth(httpx.Auth):
             self._strip(request)
 
     async def async_redirect_guard(self, request: httpx.Request) -> None:
+        """:meth:`redirect_guard` for ``httpx.AsyncClient``, whose event hooks must be coroutines."""
         self.redirect_guard(request)
 
     # -- the flow, written once -------------------------------------------------------------------------------
@@ -400,6 +411,8 @@ class NacosTokenAuth(httpx.Auth):
     # -- drivers: the same steps, sync or async ------------------------------------------------------------------
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Called by ``httpx.Client`` for every request: attach the token (blocking only when none is usable),
+        and after a token rejection log in once and replay (up to twice). Not called directly."""
         if not self._plan(request):
             yield request
             return
@@ -438,6 +451,7 @@ class NacosTokenAuth(httpx.Auth):
                 error = exc
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """Called by ``httpx.AsyncClient``: :meth:`sync_auth_flow`'s steps, without blocking the event loop."""
         if not self._plan(request):
             yield request
             return

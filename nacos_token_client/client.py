@@ -109,6 +109,7 @@ class _Base:
 
     @property
     def servers(self) -> tuple[ServerAddress, ...]:
+        """The configured servers, in fail-over order (relative paths go to the current one first)."""
         return self.auth.servers
 
     def _targets(self, path: str) -> list[tuple[int, str]]:
@@ -152,6 +153,7 @@ class _Base:
         return self.auth.invalidate(token)
 
     def token_info(self) -> TokenInfo | None:
+        """A secret-free snapshot of the cached token (when it expires, when it will be refreshed), or None."""
         return self.auth.token_info()
 
     def __repr__(self) -> str:
@@ -159,7 +161,8 @@ class _Base:
 
 
 class _Registration:
-    """What both registration handles share: the instance and whether its heartbeat still runs."""
+    """What both registration handles share: the instance (``service_name``, ``ip``, ``port``, ``group_name``,
+    ``cluster_name``, ``ephemeral``) and whether its heartbeat still runs."""
 
     def __init__(self, spec: InstanceSpec, heartbeat: HeartbeatState | None) -> None:
         self.service_name = spec.service_name
@@ -185,7 +188,11 @@ class _Registration:
 
 
 class Registration(_Registration):
-    """A registered instance, kept alive by heartbeats until :meth:`deregister` or the client's ``close()``."""
+    """A registered instance, kept alive by heartbeats until :meth:`deregister` or the client's ``close()``.
+
+    Returned by :meth:`NacosTokenClient.register_instance`; not made directly. Its ``service_name``, ``ip``,
+    ``port``, ``group_name``, ``cluster_name`` and ``ephemeral`` say what was registered.
+    """
 
     def __init__(self, spec: InstanceSpec, heartbeat: HeartbeatState | None, client: NacosTokenClient) -> None:
         super().__init__(spec, heartbeat)
@@ -198,7 +205,10 @@ class Registration(_Registration):
 
 
 class AsyncRegistration(_Registration):
-    """The asyncio twin of :class:`Registration`: ``await registration.deregister()``."""
+    """The asyncio twin of :class:`Registration`: ``await registration.deregister()``.
+
+    Returned by :meth:`AsyncNacosTokenClient.register_instance`; not made directly.
+    """
 
     def __init__(self, spec: InstanceSpec, heartbeat: HeartbeatState | None,
                  client: AsyncNacosTokenClient) -> None:
@@ -478,7 +488,14 @@ class NacosTokenClient(_Base):
 
     Options besides ``NacosTokenAuth``'s and httpx's: ``snapshot_dir`` (keep every config read or change on disk and
     answer ``get_config`` from it when no server can be reached), ``watch`` (:class:`WatchSettings`),
-    ``heartbeat_backoff`` ((first, max) seconds between retries of a failed beat).
+    ``heartbeat_backoff`` ((first, max) seconds between retries of a failed beat; (0.1, 1.0)).
+
+    ``server_addresses``, ``username`` and ``password`` are :class:`NacosTokenAuth`'s. The options it shares with
+    httpx (``transport``, ``verify``, ``timeout``, ``trust_env``) go to both, so logins travel the same way as
+    requests; httpx-only ones (``headers``, ``cookies``, ``limits``, ``proxy``, ``follow_redirects``,
+    ``max_redirects``, ``http1``, ``http2``, ``default_encoding``) go to the client only. ``auth`` is the
+    :class:`NacosTokenAuth` in use and ``http`` the underlying ``httpx.Client`` (with ``auth.redirect_guard``
+    installed), for anything the helpers do not cover.
     """
 
     def __init__(self, server_addresses: str | Sequence[str], username: str | None = None,
@@ -492,6 +509,9 @@ class NacosTokenClient(_Base):
         self._lock = threading.Lock()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send ``method`` to ``path`` (relative to the current server's context path, or a full URL) with
+        ``httpx.Client.request``'s keyword arguments. A connection that cannot be made (and, for idempotent
+        methods, one that broke mid-request) moves on to the next server, which then stays current."""
         targets = self._targets(path)
         for position, (index, url) in enumerate(targets):
             try:
@@ -506,15 +526,19 @@ class NacosTokenClient(_Base):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """:meth:`request` with ``GET``: server fail-over and the token included."""
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """:meth:`request` with ``POST``: server fail-over and the token included."""
         return self.request("POST", path, **kwargs)
 
     def put(self, path: str, **kwargs: Any) -> httpx.Response:
+        """:meth:`request` with ``PUT``: server fail-over and the token included."""
         return self.request("PUT", path, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        """:meth:`request` with ``DELETE``: server fail-over and the token included."""
         return self.request("DELETE", path, **kwargs)
 
     def _send(self, call: Call[Any]) -> httpx.Response:
@@ -531,9 +555,14 @@ class NacosTokenClient(_Base):
 
     def publish_config(self, data_id: str, content: str, group: str = DEFAULT_GROUP, tenant: str = "",
                        type: str | None = None) -> bool:
+        """Create or overwrite the config (``type``: Nacos's content type, e.g. ``yaml``); True when the server
+        accepted it. Raises :class:`~nacos_token_client.errors.RequestFailedError` (or ``PermissionDeniedError``)
+        on an error answer rather than returning False."""
         return self._call(publish_config_call(data_id, content, group, tenant, type))
 
     def remove_config(self, data_id: str, group: str = DEFAULT_GROUP, tenant: str = "") -> bool:
+        """Delete the config; True when the server accepted (Nacos answers true for a config that did not exist
+        too). Raises :class:`~nacos_token_client.errors.RequestFailedError` on an error answer."""
         return self._call(remove_config_call(data_id, group, tenant))
 
     def add_config_listener(self, data_id: str, callback: Callable[[ConfigChange], Any],
@@ -590,6 +619,7 @@ class NacosTokenClient(_Base):
         return self._call(list_call(service_name, group_name, self.auth.namespace, healthy_only, self._naming_api))
 
     def get_token(self) -> str:
+        """A usable token (logging in if needed), for a call this client cannot make, e.g. another SDK's."""
         return self.auth.get_token()
 
     def close(self) -> None:
@@ -611,7 +641,12 @@ class NacosTokenClient(_Base):
 
 class AsyncNacosTokenClient(_Base):
     """The asyncio twin of :class:`NacosTokenClient`. An async context manager. Watches and heartbeats run as
-    tasks on the event loop that first started one."""
+    tasks on the event loop that first started one.
+
+    Takes the same ``server_addresses``, ``username``, ``password`` and options as :class:`NacosTokenClient`;
+    ``async_transport`` (or a ``transport`` that is an ``httpx.AsyncBaseTransport``) serves its requests. ``http``
+    is the underlying ``httpx.AsyncClient`` and ``auth`` the :class:`NacosTokenAuth`.
+    """
 
     def __init__(self, server_addresses: str | Sequence[str], username: str | None = None,
                  password: str | None = None, **options: Any) -> None:
@@ -628,6 +663,9 @@ class AsyncNacosTokenClient(_Base):
         self._iterators: set[asyncio.Queue[ConfigChange | None]] = set()
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send ``method`` to ``path`` (relative to the current server's context path, or a full URL) with
+        ``httpx.AsyncClient.request``'s keyword arguments, moving on to the next server as
+        :meth:`NacosTokenClient.request` does."""
         targets = self._targets(path)
         for position, (index, url) in enumerate(targets):
             try:
@@ -642,15 +680,19 @@ class AsyncNacosTokenClient(_Base):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """:meth:`request` with ``GET``: server fail-over and the token included."""
         return await self.request("GET", path, **kwargs)
 
     async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """:meth:`request` with ``POST``: server fail-over and the token included."""
         return await self.request("POST", path, **kwargs)
 
     async def put(self, path: str, **kwargs: Any) -> httpx.Response:
+        """:meth:`request` with ``PUT``: server fail-over and the token included."""
         return await self.request("PUT", path, **kwargs)
 
     async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        """:meth:`request` with ``DELETE``: server fail-over and the token included."""
         return await self.request("DELETE", path, **kwargs)
 
     async def _send(self, call: Call[Any]) -> httpx.Response:
@@ -668,9 +710,14 @@ class AsyncNacosTokenClient(_Base):
 
     async def publish_config(self, data_id: str, content: str, group: str = DEFAULT_GROUP, tenant: str = "",
                              type: str | None = None) -> bool:
+        """Create or overwrite the config (``type``: Nacos's content type, e.g. ``yaml``); True when the server
+        accepted it. Raises :class:`~nacos_token_client.errors.RequestFailedError` (or ``PermissionDeniedError``)
+        on an error answer rather than returning False."""
         return await self._call(publish_config_call(data_id, content, group, tenant, type))
 
     async def remove_config(self, data_id: str, group: str = DEFAULT_GROUP, tenant: str = "") -> bool:
+        """Delete the config; True when the server accepted (Nacos answers true for a config that did not exist
+        too). Raises :class:`~nacos_token_client.errors.RequestFailedError` on an error answer."""
         return await self._call(remove_config_call(data_id, group, tenant))
 
     async def add_config_listener(self, data_id: str, callback: Callable[[ConfigChange], Any],
@@ -739,6 +786,7 @@ class AsyncNacosTokenClient(_Base):
                                           self._naming_api))
 
     async def get_token(self) -> str:
+        """A usable token (logging in if needed, without blocking the loop), for a call this client cannot make."""
         return await self.auth.aget_token()
 
     async def aclose(self) -> None:

@@ -152,7 +152,11 @@ def content_md5(content: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ConfigChange:
-    """A config's new content as a listener sees it; ``content`` is None when the config was removed."""
+    """A config's new content as a listener sees it; ``content`` is None when the config was removed.
+
+    ``data_id``, ``group`` and ``tenant`` (the namespace, ``""`` for the default) name the config; ``md5`` is the
+    MD5 of the content the server sent (``""`` after a removal), the value the next long poll compares against.
+    """
 
     data_id: str
     group: str
@@ -164,7 +168,11 @@ class ConfigChange:
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
     """How the watch polls: ``hold`` (seconds the server may hold a poll; Nacos clients ask 30), ``margin`` (added
-    to the hold for the read timeout), ``backoff`` ((first, max) seconds, jittered, after a failed poll)."""
+    to the hold for the read timeout, 10 s), ``connect_timeout`` (5 s to open a poll's connection, so a dead server
+    is left quickly), ``backoff`` ((first, max) seconds, jittered, after a failed poll; (0.2, 10)).
+
+    Pass one as ``watch=`` to a wrapper client. Bad values raise ``ValueError`` at construction.
+    """
 
     hold: float = 30.0
     margin: float = 10.0
@@ -184,7 +192,11 @@ def backoff_seconds(first: float, most: float, attempt: int) -> float:
 
 
 class ConfigWatch:
-    """One listener's registration: ``cancel()`` stops its callbacks (at once; no I/O)."""
+    """One listener's registration: ``cancel()`` stops its callbacks (at once; no I/O).
+
+    Returned by ``add_config_listener`` on either wrapper client; not made directly. ``data_id``, ``group``,
+    ``tenant`` name the config and ``callback`` is what receives each :class:`ConfigChange`.
+    """
 
     def __init__(self, key: Key, callback: Callable[[ConfigChange], Any], state: WatchState) -> None:
         self.data_id, self.group, self.tenant = key
@@ -194,10 +206,12 @@ class ConfigWatch:
 
     @property
     def key(self) -> Key:
+        """``(data_id, group, tenant)``: the config this listener watches, as the poll keys it."""
         return self.data_id, self.group, self.tenant
 
     @property
     def active(self) -> bool:
+        """False once cancelled or once its client closed: no more callbacks will come."""
         return self._active and not self._state.closed
 
     def cancel(self) -> None:

@@ -39,7 +39,13 @@ class ConfigurationError(NacosTokenError, ValueError):
 
 
 class AuthenticationError(NacosTokenError):
-    """The server refused the username/password (HTTP 403, or a 500 ``caused: User … not found;``)."""
+    """The server refused the username/password (HTTP 403, or a 500 ``caused: User … not found;``).
+
+    Not retried: the same credentials would be refused again, and every retry is a failed login on the server's
+    books. Requests fail at once for ``negative_cache_seconds`` afterwards. ``message`` says which server
+    refused and why; ``status_code`` is the refusing answer's status and ``server`` the server that gave it (both
+    None when unknown).
+    """
 
     def __init__(self, message: str, *, status_code: int | None = None, server: str | None = None) -> None:
         super().__init__(message)
@@ -48,7 +54,12 @@ class AuthenticationError(NacosTokenError):
 
 
 class LoginUnavailableError(NacosTokenError):
-    """No login succeeded: every server was unreachable or answered a transient error."""
+    """No login succeeded: every server was unreachable or answered a transient error.
+
+    Worth retrying later (unlike :class:`AuthenticationError`). ``message`` names the last failure; ``attempts``
+    is how many login attempts the last failed login made (0 when none was recorded, e.g. the login a request
+    waited for was abandoned by its owner).
+    """
 
     def __init__(self, message: str, *, attempts: int = 0) -> None:
         super().__init__(message)
@@ -56,7 +67,11 @@ class LoginUnavailableError(NacosTokenError):
 
 
 class LoginResponseError(NacosTokenError):
-    """A login answer could not be understood (not JSON, no ``accessToken``, a bad ``tokenTtl`` …)."""
+    """A login answer could not be understood (not JSON, no ``accessToken``, a bad ``tokenTtl`` …).
+
+    Usually a proxy or a server that is not Nacos answering the login path; not retried, since the same server
+    would answer the same. ``message`` says what is wrong with the answer; ``server`` is the server that gave it.
+    """
 
     def __init__(self, message: str, *, server: str | None = None) -> None:
         super().__init__(message)
@@ -68,7 +83,12 @@ class StoreError(NacosTokenError):
 
 
 class RequestFailedError(NacosTokenError):
-    """A config helper of the wrapper clients got an answer it cannot turn into a result."""
+    """A config helper of the wrapper clients got an answer it cannot turn into a result.
+
+    Raised instead of returning a misleading value (``False`` or ``None``). ``message`` names the request and the
+    status; ``status_code`` is the HTTP status and ``server_message`` the server's own words (at most 300
+    characters).
+    """
 
     def __init__(self, message: str, *, status_code: int, server_message: str = "") -> None:
         super().__init__(message)

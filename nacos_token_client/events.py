@@ -30,7 +30,9 @@ class TokenEvent:
     ``backing_off``: fresh tokens keep being rejected, so the rejected response goes back as it is; ``duration``
     is then the back-off left), ``snapshot`` (``served``: a wrapper client with
     ``snapshot_dir`` answered ``get_config`` from disk because no server could be reached; ``error``: why).
-    ``duration`` is in seconds where it applies.
+    ``duration`` is in seconds where it applies. ``reason`` (a :class:`~nacos_token_client.RefreshReason`) says
+    why a login started; ``fingerprint`` identifies the token involved (never the token itself); ``server`` is the
+    server a login went to, ``attempts`` how many login attempts (or replays) it took.
     """
 
     kind: str
@@ -45,7 +47,17 @@ class TokenEvent:
 
 @dataclass(frozen=True, slots=True)
 class AuthStats:
-    """Counters of one auth object (a snapshot)."""
+    """Counters of one auth object (a snapshot: read ``auth.stats`` again for fresh numbers).
+
+    Per auth object, not per identity: auth objects with the same identity share one token, and a login counts
+    in the stats of the object whose request led it. ``logins``: logins the server answered with a token
+    (superseded ones included; a token adopted from a shared store is not one); ``failures``: logins that failed
+    after their retries; ``cache_hits``: requests served the
+    cached token on the lock-free path; ``waits``: requests that waited for a login in flight (or a pause between
+    logins) and ``wait_seconds`` their total wait; ``rejections``: 401/403 answers classified (token problems and
+    permission denials alike); ``replays``: rejected requests sent again with a fresh token; ``invalidations``:
+    ``invalidate()`` calls that dropped a token.
+    """
 
     logins: int = 0
     failures: int = 0
@@ -58,7 +70,11 @@ class AuthStats:
 
 
 class EventHooks:
-    """Counts and forwards events for one auth object."""
+    """Counts and forwards events for one auth object (internal plumbing, exported for custom drivers).
+
+    ``on_event`` receives every :class:`TokenEvent`; a hook that raises is logged and ignored, so observability
+    never breaks a request.
+    """
 
     _names = ("logins", "failures", "cache_hits", "waits", "rejections", "replays", "invalidations")
 
@@ -69,15 +85,18 @@ class EventHooks:
         self._wait_seconds = 0.0
 
     def count(self, name: str) -> None:
+        """Add one to the :class:`AuthStats` counter ``name`` (thread-safe)."""
         # dict item increments are not atomic; the lock is uncontended and costs ~50 ns.
         with self._lock:
             self._counts[name] += 1
 
     def observe_wait(self, seconds: float) -> None:
+        """Add a finished wait to ``wait_seconds``."""
         with self._lock:
             self._wait_seconds += seconds
 
     def emit(self, event: TokenEvent) -> None:
+        """Log ``event`` (logins at INFO, failures at WARNING, the rest at DEBUG) and pass it to ``on_event``."""
         if event.kind == "invalidate" and event.outcome == "dropped":
             self.count("invalidations")
         if event.kind in ("login", "failure"):
@@ -94,5 +113,6 @@ class EventHooks:
                 log.exception("on_event hook raised; ignored")
 
     def snapshot(self) -> AuthStats:
+        """The counters now, as a frozen :class:`AuthStats`."""
         with self._lock:
             return AuthStats(wait_seconds=self._wait_seconds, **self._counts)

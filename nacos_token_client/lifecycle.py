@@ -120,7 +120,11 @@ class Action(enum.Enum):
 class Token:
     """An access token and its schedule. Its ``repr`` shows a fingerprint, never the token.
 
-    ``generation`` orders tokens within one process: a token from a later login (or adoption) has a higher one.
+    ``value`` is the token itself. The schedule is in wall-clock seconds: ``issued_at`` (just before the login was
+    sent), ``refresh_at`` (a background refresh starts), ``mandatory_at`` (requests wait for the refresh),
+    ``usable_until`` (never sent after) and ``expires_at`` (the server stops accepting it). ``source`` says where
+    it came from (``"login"`` or ``"store"``). ``generation`` orders tokens within one process: a token from a
+    later login (or adoption) has a higher one.
     """
 
     value: str = field(repr=False)
@@ -173,7 +177,12 @@ class Token:
 
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
-    """A frozen, secret-free snapshot of the cached token, for ``token_info()``."""
+    """A frozen, secret-free snapshot of the cached token, for ``token_info()``.
+
+    Wall-clock seconds: ``issued_at``, ``refresh_at`` (when the background refresh starts), ``mandatory_at``
+    (when requests start waiting for it) and ``expires_at``; ``source`` (``"login"`` or ``"store"``) and
+    ``fingerprint`` (the first 8 hex digits of the token's SHA-256, to match log lines and events).
+    """
 
     issued_at: float
     expires_at: float
@@ -194,7 +203,26 @@ class TokenInfo:
 
 @dataclass(frozen=True, slots=True)
 class RefreshPolicy:
-    """The numbers behind the zones, budgets and back-offs. Bounded defaults; zones scale with the token's life."""
+    """The numbers behind the zones, budgets and back-offs. Bounded defaults; zones scale with the token's life.
+
+    ``NacosTokenAuth`` builds one from its ``refresh_ratio``, ``refresh_jitter`` (here ``jitter``),
+    ``login_timeout``, ``negative_cache_seconds`` and ``store_sync_interval`` options; the other fields keep their
+    defaults. With ``L`` the token's life:
+
+    * ``refresh_ratio`` (0.9) + up to ``jitter`` (0.03): when the background refresh starts, as a fraction of L;
+    * ``mandatory_max`` (60 s) / ``mandatory_fraction`` (0.05): requests wait in the last min(60 s, 5 % of L);
+    * ``expiry_margin_max`` (2 s) / ``expiry_margin_fraction`` (0.02): a token is not sent in its last
+      min(2 s, 2 % of L), so it cannot expire in flight;
+    * ``retry_backoff_initial`` (1 s) doubling to ``retry_backoff_max`` (60 s): between failed background
+      refreshes; ``flight_backoff_initial`` (0.05 s): between failed logins while requests wait;
+    * ``negative_cache_seconds`` (5 s), ``login_timeout`` (30 s), ``store_sync_interval`` (1 s),
+      ``store_sync_timeout`` (5 s), ``lease_check_interval`` (0.5 s): see the comments on each field;
+    * ``strike_window_max`` (1 s) / ``strike_window_fraction`` (0.01): a rejection this soon after a login is a
+      strike; ``storm_backoff_initial`` (1 s) doubling to ``storm_backoff_max`` (60 s): the back-off of
+      rejection-driven logins from the second strike on.
+
+    Every field must be a finite, non-negative number (:class:`~nacos_token_client.errors.ConfigurationError`).
+    """
 
     refresh_ratio: float = 0.9
     jitter: float = 0.03

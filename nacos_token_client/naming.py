@@ -45,7 +45,12 @@ DEFAULT_BEAT_INTERVAL = 5.0  # api/common/Constants.java DEFAULT_HEART_BEAT_INTE
 
 @dataclass(frozen=True, slots=True)
 class Instance:
-    """A service instance as the server lists it; ``service_name`` without its ``group@@`` prefix."""
+    """A service instance as the server lists it; ``service_name`` without its ``group@@`` prefix.
+
+    ``ip`` and ``port`` say where to reach it; ``weight`` (Nacos's load-balancing weight), ``healthy`` (beats
+    arrive in time), ``enabled`` (an operator has not taken it out), ``ephemeral`` (kept by heartbeats rather
+    than persisted), ``cluster_name`` and ``metadata`` are as the server reports them.
+    """
 
     ip: str
     port: int

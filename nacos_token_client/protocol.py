@@ -52,7 +52,11 @@ _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: no spaces, no CR/
 
 @dataclass(frozen=True, slots=True)
 class ServerAddress:
-    """One Nacos server: where it is and under which context path its API lives."""
+    """One Nacos server: where it is and under which context path its API lives.
+
+    ``scheme`` (``http``/``https``), ``host``, ``port`` and ``context_path`` (``""`` or ``/nacos``-like, no
+    trailing slash). Its ``str`` is its :attr:`base_url`, which never carries credentials.
+    """
 
     scheme: str
     host: str
@@ -61,10 +65,12 @@ class ServerAddress:
 
     @property
     def base_url(self) -> str:
+        """``scheme://host:port/context``: what API paths are appended to (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}{self.context_path}"
 
     def url(self, path: str) -> str:
+        """The full URL of an API ``path`` (which starts with ``/``) on this server."""
         return self.base_url + path
 
     def __str__(self) -> str:

@@ -41,7 +41,11 @@ WRITE_LOCK_TIMEOUT = 10.0
 
 
 class FileTokenStore:
-    """Tokens shared by the processes of one machine through a JSON file. Never holds a password."""
+    """Tokens shared by the processes of one machine through a JSON file. Never holds a password.
+
+    ``path``: the JSON file (``~`` expanded); its directory is created (mode 0700) if missing, and lock files
+    live beside it. ``clock``: wall-clock seconds, for tests (expired entries are pruned on each write).
+    """
 
     local = False
 
@@ -58,15 +62,18 @@ class FileTokenStore:
     # -- the TokenStore protocol ------------------------------------------------------------------------------------
 
     def get(self, key: str) -> Token | None:
+        """The stored token, or None (missing, malformed, or a corrupt file: logged and ignored)."""
         return token_from_dict(self._read().get(key))
 
     def put(self, key: str, token: Token) -> None:
+        """Store ``token`` under the write lock, dropping expired entries, and replace the file atomically."""
         with self._locked(self._write_lock_path(), WRITE_LOCK_TIMEOUT):
             data = self._live(self._read())
             data[key] = token_to_dict(token)
             self._write(data)
 
     def delete(self, key: str, value: str | None = None) -> bool:
+        """Drop the token — only if it is still ``value`` when given — under the write lock; True if dropped."""
         with self._locked(self._write_lock_path(), WRITE_LOCK_TIMEOUT):
             data = self._read()
             current = token_from_dict(data.get(key))
@@ -78,6 +85,8 @@ class FileTokenStore:
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
+        """The machine's login lock for ``key`` (an flock, freed by the kernel if its holder dies); yields False if
+        another process held it for ``timeout`` seconds."""
         with self._locked(self.path.with_name(f"{self.path.name}.{key.rsplit(':', 1)[-1][:16]}.lock"),
                           timeout) as acquired:
             yield acquired

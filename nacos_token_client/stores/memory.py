@@ -22,6 +22,8 @@ class MemoryTokenStore:
     """A bounded, thread-safe, in-process token store; entries vanish when their token expires.
 
     Its login lock is a no-op: within a process the client's single flight already makes one login per identity.
+    ``maxsize`` (1024) bounds the number of identities kept (least recently used go first); ``timer``: the
+    wall-clock seconds that token expiry is measured on, for tests.
     """
 
     local = True
@@ -33,14 +35,17 @@ class MemoryTokenStore:
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Token | None:
+        """The cached token, or None (never stored, evicted, or expired)."""
         with self._lock:
             return self._cache.get(key)
 
     def put(self, key: str, token: Token) -> None:
+        """Keep ``token`` until it expires (or is evicted by newer identities)."""
         with self._lock:
             self._cache[key] = token
 
     def delete(self, key: str, value: str | None = None) -> bool:
+        """Drop the token — only if it is still ``value`` when given; True if dropped."""
         with self._lock:
             current = self._cache.get(key)
             if current is None or (value is not None and current.value != value):
@@ -50,6 +55,7 @@ class MemoryTokenStore:
 
     @contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
+        """Always had at once: other processes cannot see this store, so there is no one to exclude."""
         yield True
 
     def __len__(self) -> int:

@@ -37,7 +37,14 @@ return 0
 
 
 class RedisTokenStore:
-    """Tokens shared by every process that can reach one Redis. Never holds a password."""
+    """Tokens shared by every process that can reach one Redis. Never holds a password.
+
+    ``url_or_client``: a ``redis://`` URL, or a sync ``redis.Redis`` you configured yourself (TLS, Sentinel …;
+    async callers are served on worker threads, so no ``redis.asyncio`` client). ``prefix`` (``nacos-token:``)
+    namespaces the keys; ``lock_ttl`` (60 s) is how long a login lock outlives a holder that died;
+    ``socket_timeout`` (1 s, URL only) bounds every Redis call, so an unreachable Redis costs a second, not a hang;
+    ``clock``: wall-clock seconds, for tests. Needs the ``redis`` extra.
+    """
 
     local = False
 
@@ -80,6 +87,7 @@ class RedisTokenStore:
     # -- the TokenStore protocol ------------------------------------------------------------------------------------
 
     def get(self, key: str) -> Token | None:
+        """The stored token, or None (missing, expired, malformed, or Redis unreachable: logged, not raised)."""
         try:
             raw: dict[bytes, bytes] = self.redis.hgetall(self.prefix + key)  # type: ignore[assignment]
         except self._errors as exc:
@@ -100,6 +108,7 @@ class RedisTokenStore:
         return token_from_dict(data)
 
     def put(self, key: str, token: Token) -> None:
+        """Store ``token`` (atomically, expiring with it); skipped with a warning when Redis is unreachable."""
         life_ms = int((token.expires_at - self.clock()) * 1000)
         if life_ms <= 0:
             return
@@ -115,6 +124,7 @@ class RedisTokenStore:
             self._unavailable("put", exc)
 
     def delete(self, key: str, value: str | None = None) -> bool:
+        """Drop the token (only if it is still ``value``, atomically in one Lua script); True if dropped."""
         try:
             if value is None:
                 return bool(self.redis.delete(self.prefix + key))

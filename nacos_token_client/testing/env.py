@@ -15,7 +15,8 @@ __all__ = ["Connection", "server_from_env"]
 
 @dataclass(frozen=True)
 class Connection:
-    """Where to connect. ``mock`` is the embedded server (None for a real one). ``repr`` hides the password."""
+    """Where to connect: ``address``, ``username`` and ``password``. ``mock`` is the embedded server (None for a
+    real one). ``repr`` hides the password."""
 
     address: str
     username: str

@@ -87,12 +87,15 @@ class MockNacosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """Serves a :class:`Servable` in-process, to ``httpx.Client`` and ``httpx.AsyncClient`` alike.
 
     A ``login_delay`` longer than the request's read timeout raises ``httpx.ReadTimeout``, as a real socket would.
+    ``server`` is what answers; pass the transport as ``transport=`` to ``NacosTokenAuth``, a wrapper client or
+    ``httpx.Client``/``AsyncClient`` for tests with no sockets at all.
     """
 
     def __init__(self, server: Servable) -> None:
         self.server = server
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer for ``httpx.Client`` (a held long poll blocks this thread until a change or its hold ends)."""
         answer = self.server.handle(_mock_request(request, request.read()))
         if isinstance(answer, Hold):
             answer = wait_sync(self.server, answer)
@@ -104,6 +107,7 @@ class MockNacosTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return httpx.Response(answer.status, headers=list(answer.headers), content=answer.body, request=request)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer for ``httpx.AsyncClient``, without blocking the event loop."""
         answer = self.server.handle(_mock_request(request, await request.aread()))
         if isinstance(answer, Hold):
             answer = await wait_async(self.server, answer)
@@ -217,7 +221,12 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """A :class:`Servable` served over real HTTP by a background thread."""
+    """A :class:`Servable` served over real HTTP by a background thread.
+
+    ``mock`` is what answers (usually a :class:`~nacos_token_client.testing.MockNacosServer`); ``host`` and
+    ``port`` are where to listen (port 0: a free one). ``url`` is the address actually bound. Most tests use
+    ``MockNacosServer.run()`` instead, which starts and stops one of these.
+    """
 
     def __init__(self, mock: Servable, host: str = "127.0.0.1", port: int = 0) -> None:
         self._httpd = _HTTPServer((host, port), mock)
@@ -228,9 +237,11 @@ class LoopbackServer:
         self.url = f"http://{shown}:{bound_port}"
 
     def start(self) -> None:
+        """Start serving (the socket is already bound, so ``url`` works before this)."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and cut every open keep-alive connection, so no client hangs on a dead server."""
         self._httpd.shutdown()
         self._httpd.server_close()
         with self._httpd.connections_lock:  # keep-alive connections must not outlive the server

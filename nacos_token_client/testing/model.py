@@ -23,7 +23,11 @@ _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 4
 
 @dataclass(frozen=True, slots=True)
 class MockRequest:
-    """One HTTP request, independent of how it arrived. Header names are lower-case."""
+    """One HTTP request, independent of how it arrived. Header names are lower-case.
+
+    ``method`` (upper case), ``path`` (with the context path), ``query`` (the raw query string), ``headers`` and
+    ``body`` (raw bytes), so a handler reads it the same way over loopback and in-process.
+    """
 
     method: str
     path: str
@@ -34,7 +38,8 @@ class MockRequest:
 
 @dataclass(frozen=True, slots=True)
 class MockResponse:
-    """One answer; ``delay`` is real seconds the transport waits before sending it (``login_delay``)."""
+    """One answer: ``status``, ``body`` (bytes) and ``headers`` (name, value pairs, in order); ``delay`` is real
+    seconds the transport waits before sending it (``login_delay``)."""
 
     status: int
     body: bytes = b""
@@ -63,7 +68,12 @@ class Hold:
 
 @dataclass(frozen=True, slots=True)
 class MockStats:
-    """A snapshot of what the server has seen."""
+    """A snapshot of what the server has seen, so tests can assert on server-side effects (how many logins).
+
+    ``logins``: logins that got a token; ``login_attempts``: every login request, refused or failed ones
+    included; ``requests``: requests that went through the auth filter; ``rejections``: rejection message →
+    count; ``logins_by_user``: user → successful logins.
+    """
 
     logins: int
     login_attempts: int

@@ -34,6 +34,18 @@ class MockNacosServer(NacosState):
     role. ``auth_enabled=False`` serves requests without a token (3.x keeps admin APIs checked), logins still
     work. ``clock`` is a zero-argument callable returning wall seconds, so tests move time instead of sleeping.
     See docs/mock-server.md for what each version answers and the Nacos source file behind it.
+
+    * ``token_ttl`` (18000 s, Nacos's default): the life of the tokens it issues; short lives make refresh tests
+      fast. ``token_cache``: Nacos's ``CachedJwtTokenManager`` (the same token handed out until 90 % of its life,
+      cached tokens accepted after a key rotation until the cleanup run).
+    * ``active_timeout`` (None: off): seconds of disuse after which a token answers ``token frozen!``, like
+      Sa-Token's idle freeze. ``secret_key``: the base64 HS256 key (at least 32 bytes; random when None);
+      :meth:`rotate_secret` replaces it.
+    * ``context_path`` (``/nacos``): where the API lives. ``unknown_user_status``: 403 forces the old
+      ``user not found!`` answer for unknown users; None follows the version.
+    * ``poll_min_hold`` (10 s, Nacos's floor) and ``poll_max_hold`` (None: uncapped) bound how long a config
+      long poll is held, so tests need not wait 30 s. ``max_body`` (10 MiB): larger request bodies get a 413.
+    * ``extra_routes``: more :class:`~nacos_token_client.testing.state.Route` endpoints for this server only.
     """
 
     def __init__(  # noqa: PLR0917 - the positional order is public API

@@ -199,7 +199,8 @@ def child_fleet_member(url: str, store_path: str, seconds: float) -> dict[str, A
     return {"ok": ok, "failed": failed}
 
 
-CHILDREN: dict[str, Callable[..., dict[str, Any]]] = {"identities": child_identities, "login_cpu": child_login_cpu, "identity_cost": child_identity_cost,
+CHILDREN: dict[str, Callable[..., dict[str, Any]]] = {
+    "identities": child_identities, "login_cpu": child_login_cpu, "identity_cost": child_identity_cost,
             "herd": child_herd, "fleet_member": child_fleet_member}
 
 

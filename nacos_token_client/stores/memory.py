@@ -22,7 +22,7 @@ class MemoryTokenStore:
     """A bounded, thread-safe, in-process token store; entries vanish when their token expires.
 
     Its login lock is a no-op: within a process the client's single flight already makes one login per identity.
-    ``maxsize`` (1024) bounds the number of identities kept (least recently used go first); ``timer``: the
+    ``maxsize`` (16384) bounds the number of identities kept (least recently used go first); ``timer``: the
     wall-clock seconds that token expiry is measured on, for tests.
     """
 

@@ -683,7 +683,11 @@ class TokenLifecycle:
         self._storm_until = 0.0
         self._storm_value = None
         token = self.token
-        if token is None or (value is not None and token.value != value):
+        if token is None:
+            if value is None:
+                self._next_reason = RefreshReason.FORCED  # no token to drop, but the next login is the user's
+            return False
+        if value is not None and token.value != value:
             return False
         self._drop(token.value, RefreshReason.FORCED)
         return True

@@ -446,7 +446,8 @@ class TokenSource:
                 if stored is not None and self._adopt(lease, stored, decision.reason):
                     return
                 recorded = (yield BackOffGet()) if self._fleet else None
-                if recorded is not None and recorded.until > self.clock():
+                if (recorded is not None and recorded.until > self.clock()
+                        and decision.reason is not RefreshReason.FORCED):  # invalidate(): the user's word wins
                     self._fleet_backing_off(lease, recorded, decision.reason, started, background)
                     return
                 try:

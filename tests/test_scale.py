@@ -256,3 +256,122 @@ async def test_each_waiter_keeps_its_own_budget() -> None:
     early, late = await asyncio.gather(timed(0.0), timed(0.6))
     assert 0.9 <= early <= 1.7
     assert 1.5 <= late <= 2.3
+
+
+# -- fleet-wide login back-off -----------------------------------------------------------------------------------
+
+
+def _outage_member(url: str, path: str, seconds: float, barrier: Any, results: Any) -> None:
+    import logging
+
+    from nacos_token_client import FileTokenStore, NacosTokenError
+
+    logging.disable(logging.WARNING)
+    auth = NacosTokenAuth(url, "nacos", "nacos", store=FileTokenStore(path), login_timeout=2.0,
+                          login_backoff=(0.05, 0.2))
+    barrier.wait(30)
+    end = time.monotonic() + seconds
+    ok = failed = 0
+    while time.monotonic() < end:
+        try:
+            auth.get_token()
+            ok += 1
+        except NacosTokenError:
+            failed += 1
+        time.sleep(0.05)
+    results.put((ok, failed))
+
+
+def _outage(processes: int, seconds: float, tmp: str, recover_after: float | None = None) -> tuple[int, int, list[Any]]:
+    """Login attempts the server saw from ``processes`` processes sharing a file store during a login outage."""
+    import threading
+
+    mock = MockNacosServer(token_ttl=18000)
+    mock.down = True
+    fork = multiprocessing.get_context("fork")
+    with mock.run() as url:
+        barrier = fork.Barrier(processes + 1)
+        results = fork.Queue()
+        members = [fork.Process(target=_outage_member, args=(url, os.path.join(tmp, "tokens.json"), seconds,
+                                                             barrier, results)) for _ in range(processes)]
+        for member in members:
+            member.start()
+        barrier.wait(30)
+        if recover_after is not None:
+            threading.Timer(recover_after, lambda: setattr(mock, "down", False)).start()
+        outcomes = [results.get(timeout=seconds + 60) for _ in members]
+        for member in members:
+            member.join(30)
+        stats = mock.stats
+    return stats.login_attempts, stats.logins, outcomes
+
+
+def test_a_fleet_waits_out_a_login_outage_together(tmp_path: Any) -> None:
+    """16 real processes sharing a file store make about as many login attempts during an outage as one process
+    alone: a failed login's back-off is recorded in the store and the others wait it out."""
+    os.makedirs(tmp_path / "one")
+    os.makedirs(tmp_path / "fleet")
+    one, _, _ = _outage(1, 4.0, str(tmp_path / "one"))
+    fleet, _, outcomes = _outage(16, 4.0, str(tmp_path / "fleet"))
+    assert all(ok == 0 for ok, _ in outcomes)  # the server was down throughout
+    assert fleet <= 2 * one + 6, (one, fleet)  # without the shared back-off: about 16 times one
+
+
+def test_the_first_success_ends_the_fleets_back_off(tmp_path: Any) -> None:
+    _, logins, outcomes = _outage(8, 5.0, str(tmp_path), recover_after=1.5)
+    assert all(ok > 0 for ok, _ in outcomes), outcomes  # every process got a token after the outage
+    assert logins <= 2, logins  # and they shared it through the store: one login (two if two raced the lock)
+
+
+def test_a_failing_back_off_record_never_blocks_a_login(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from nacos_token_client import FileTokenStore
+    from nacos_token_client.stores import FleetBackOff
+
+    class BrokenBackOffs(FileTokenStore):
+        def get_backoff(self, key: str) -> FleetBackOff | None:
+            raise OSError("disk gone")
+
+        def put_backoff(self, key: str, backoff: FleetBackOff) -> None:
+            raise OSError("disk gone")
+
+        def clear_backoff(self, key: str) -> None:
+            raise OSError("disk gone")
+
+    mock = MockNacosServer(token_ttl=18000)
+    mock.fail_logins(3)
+    auth = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=BrokenBackOffs(tmp_path / "t.json"),
+                          transport=mock.transport(), login_attempts=3, login_backoff=(0.01, 0.02))
+    assert auth.get_token()  # three failed attempts (one failed login, recorded nowhere), then a login
+    assert mock.stats.logins == 1
+    assert "get_backoff failed" in caplog.text or "put_backoff failed" in caplog.text
+
+
+def test_a_recorded_back_off_is_waited_out_by_another_process(tmp_path: Any) -> None:
+    """Two stores on one file stand for two processes: the first records its failed login's back-off, the second
+    sees it and adds no attempt until it has passed; the first success clears it."""
+    from nacos_token_client import FileTokenStore, LoginUnavailableError
+    from nacos_token_client.stores import FleetBackOff
+
+    mock = MockNacosServer(token_ttl=18000)
+    mock.down = True
+    options: dict[str, Any] = {"transport": mock.transport(), "login_attempts": 1, "login_timeout": 0.3}
+    first_store, second_store = FileTokenStore(tmp_path / "t.json"), FileTokenStore(tmp_path / "t.json")
+    first = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=first_store, **options)
+    second = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=second_store, **options)
+    with pytest.raises(LoginUnavailableError):
+        first.get_token()
+    recorded = second_store.get_backoff(second.identity_key)
+    assert recorded is not None and recorded.failures >= 1 and recorded.until > time.time()
+
+    # another process's back-off, long enough to cover the whole budget of the next request
+    first_store.put_backoff(first.identity_key, FleetBackOff(time.time() + 5.0, 4))
+    attempts = mock.stats.login_attempts
+    with pytest.raises(LoginUnavailableError, match="another process's login failed 4 time"):
+        second.get_token()
+    assert mock.stats.login_attempts == attempts  # it waited the fleet's back-off out instead of trying
+
+    mock.down = False
+    second.invalidate()  # the user's word: log in now, whatever the fleet's back-off
+    assert second.get_token()
+    assert second_store.get_backoff(second.identity_key) is None  # the first success cleared it
+    assert first.get_token() and mock.stats.logins == 1  # the other adopted the token from the store

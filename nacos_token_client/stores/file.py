@@ -27,7 +27,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_r
 
 from ..errors import ConfigurationError
 from ..lifecycle import Token
-from .base import token_from_dict, token_to_dict
+from .base import FleetBackOff, backoff_from_dict, backoff_to_dict, token_from_dict, token_to_dict
 
 try:
     import fcntl
@@ -38,6 +38,7 @@ __all__ = ["FileTokenStore"]
 
 log = logging.getLogger("nacos_token_client")
 WRITE_LOCK_TIMEOUT = 10.0
+_BACKOFFS = "fleet-backoffs"  # not a key: identity keys start with "nacos-token:"
 
 
 class FileTokenStore:
@@ -83,6 +84,21 @@ class FileTokenStore:
             self._write(data)
             return True
 
+    def get_backoff(self, key: str) -> FleetBackOff | None:
+        return backoff_from_dict(self._read().get(_BACKOFFS, {}).get(key), self.clock())
+
+    def put_backoff(self, key: str, backoff: FleetBackOff) -> None:
+        with self._locked(self._write_lock_path(), WRITE_LOCK_TIMEOUT):
+            data = self._live(self._read())
+            data[_BACKOFFS][key] = backoff_to_dict(backoff)
+            self._write(data)
+
+    def clear_backoff(self, key: str) -> None:
+        with self._locked(self._write_lock_path(), WRITE_LOCK_TIMEOUT):
+            data = self._live(self._read())
+            if data[_BACKOFFS].pop(key, None) is not None:
+                self._write(data)
+
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
         """The machine's login lock for ``key`` (an flock, freed by the kernel if its holder dies); yields False if
@@ -114,11 +130,14 @@ class FileTokenStore:
     def _live(self, data: dict[str, Any]) -> dict[str, Any]:
         """Drop entries whose token has expired (or that are not tokens), so the file does not grow forever."""
         now = self.clock()
-        kept = {}
+        kept: dict[str, Any] = {}
         for key, entry in data.items():
             token = token_from_dict(entry)
             if token is not None and token.expires_at > now:
                 kept[key] = entry
+        backoffs = data.get(_BACKOFFS)
+        kept[_BACKOFFS] = {key: entry for key, entry in backoffs.items() if backoff_from_dict(entry, now)} if (
+            isinstance(backoffs, dict)) else {}
         return kept
 
     def _write(self, data: dict[str, Any]) -> None:

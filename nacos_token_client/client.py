@@ -88,6 +88,9 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)  # the request never left: safe for any method
 _MAYBE_SENT = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)  # safe for idempotent methods only
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_SHARED_OPTIONS = ("verify", "timeout", "trust_env")  # requests and logins both use them
+_HTTP_ONLY_OPTIONS = ("params", "headers", "cookies", "follow_redirects", "max_redirects", "limits", "proxy", "http1",
+                      "http2", "default_encoding")
 _JOIN_SECONDS = 5.0  # how long close() waits for a background thread to end
 _QUEUE_TICK = 1.0  # the callback thread looks at its client this often when idle
 
@@ -170,20 +173,30 @@ class _Base:
     _event_hooks: dict[str, list[EventHook]]
     base_url: httpx.URL
 
-    def _setup(self, server_addresses: str | Sequence[str], username: str | None,
-               password: str | Callable[[], str] | None, auth_options: dict[str, Any], *, base_url: str,
-               snapshot_dir: str | os.PathLike[str] | None, watch: WatchSettings | None,
-               heartbeat_backoff: tuple[float, float],
-               event_hooks: Mapping[str, list[EventHook]] | None) -> dict[str, Any]:
-        """Check the wrapper's own options, make the auth object; the options httpx's constructor gets."""
+    def _configure(self, options: dict[str, Any], borrow: Callable[[Any], Any]) -> dict[str, Any]:
+        """Split the constructor's options (its ``locals()``): check the wrapper's own, make the auth object from
+        the ones it takes (by name: left out, each keeps NacosTokenAuth's default); what httpx's constructor gets."""
         owner = type(self).__name__
-        self._prefix = _check_base_path(owner, base_url)
+        options = {k: v for k, v in options.items() if k not in ("self", "__class__")}
+        self._prefix = _check_base_path(owner, options.pop("base_url"))
+        snapshot_dir = options.pop("snapshot_dir")
         self._snapshots = SnapshotStore(snapshot_dir) if snapshot_dir is not None else None
+        watch = options.pop("watch")
         watch = WatchSettings() if watch is None else watch
         if not isinstance(watch, WatchSettings):
             raise ConfigurationError(f"{owner}: watch must be a WatchSettings, not {type(watch).__name__}")
         self._watch_settings = watch
-        self._heartbeat_backoff = _check_backoff(owner, heartbeat_backoff)
+        self._heartbeat_backoff = _check_backoff(owner, options.pop("heartbeat_backoff"))
+        http = {name: options.pop(name) for name in _HTTP_ONLY_OPTIONS}
+        transport, mounts, hooks = options.pop("transport"), options.pop("mounts") or {}, options.pop("event_hooks")
+        http.update({name: options[name] for name in _SHARED_OPTIONS})
+        if http["timeout"] is _DEFAULT:
+            http["timeout"] = DEFAULT_TIMEOUT_CONFIG
+        logins = {"transport": transport}
+        if isinstance(self, httpx.AsyncClient):
+            logins = {"async_transport": transport, "transport": _sync_side(transport)}
+        server_addresses, username, password = (options.pop(k) for k in ("server_addresses", "username", "password"))
+        auth_options = _given(**options, **logins)
         self._naming_api: NamingApi = "v3" if auth_options.get("api") == "v3" else "v1"
         self._events = EventHooks(auth_options.get("on_event"))
         self._nacos_auth = NacosTokenAuth(server_addresses, username, password, **auth_options)
@@ -191,8 +204,10 @@ class _Base:
         self._current = 0
         self._registrations: list[HeartbeatState] = []
         self._guard = guard = self._guard_hook()
-        hooks = event_hooks or {}
-        return {"auth": self._nacos_auth, "base_url": self._base_for(0),
+        hooks = hooks or {}
+        return {**http, "auth": self._nacos_auth, "base_url": self._base_for(0),
+                "transport": borrow(transport) if transport is not None else None,
+                "mounts": {pattern: borrow(m) if m is not None else None for pattern, m in mounts.items()},
                 "event_hooks": {"request": [*hooks.get("request", []), guard],
                                 "response": list(hooks.get("response", []))}}
 
@@ -717,23 +732,7 @@ class NacosTokenClient(_Base, httpx.Client):  # type: ignore[misc]  # .auth: nar
         watch: WatchSettings | None = None,
         heartbeat_backoff: tuple[float, float] = (0.1, 1.0),
     ) -> None:
-        auth_options = _given(
-            namespace=namespace, context_path=context_path, api=api, token_placement=token_placement,
-            refresh_ratio=refresh_ratio, refresh_jitter=refresh_jitter, login_timeout=login_timeout,
-            login_attempts=login_attempts, login_backoff=login_backoff, negative_cache_seconds=negative_cache_seconds,
-            store_sync_interval=store_sync_interval, store=store, clock=clock, timer=timer,
-            rejection_classifier=rejection_classifier, relogin_on_replaced=relogin_on_replaced, on_event=on_event,
-            verify=verify, timeout=timeout, trust_env=trust_env, **_given(transport=transport))
-        http = self._setup(server_addresses, username, password, auth_options, base_url=base_url,
-                           snapshot_dir=snapshot_dir, watch=watch, heartbeat_backoff=heartbeat_backoff,
-                           event_hooks=event_hooks)
-        super().__init__(
-            **http, params=params, headers=headers, cookies=cookies, verify=verify, trust_env=trust_env, http1=http1,
-            http2=http2, proxy=proxy, timeout=DEFAULT_TIMEOUT_CONFIG if timeout is _DEFAULT else timeout,
-            follow_redirects=follow_redirects, limits=limits, max_redirects=max_redirects,
-            transport=_Borrowed(transport) if transport is not None else None,
-            mounts={pattern: _Borrowed(m) if m is not None else None for pattern, m in (mounts or {}).items()},
-            default_encoding=default_encoding)
+        super().__init__(**self._configure(locals(), _Borrowed))
         self._shell = _SyncShell(self)
         self._watch_state = WatchState(on_change=self._shell.notify)
         self._threads: list[threading.Thread] = []
@@ -908,24 +907,7 @@ class AsyncNacosTokenClient(_Base, httpx.AsyncClient):  # type: ignore[misc]  # 
         watch: WatchSettings | None = None,
         heartbeat_backoff: tuple[float, float] = (0.1, 1.0),
     ) -> None:
-        auth_options = _given(
-            namespace=namespace, context_path=context_path, api=api, token_placement=token_placement,
-            refresh_ratio=refresh_ratio, refresh_jitter=refresh_jitter, login_timeout=login_timeout,
-            login_attempts=login_attempts, login_backoff=login_backoff, negative_cache_seconds=negative_cache_seconds,
-            store_sync_interval=store_sync_interval, store=store, clock=clock, timer=timer,
-            rejection_classifier=rejection_classifier, relogin_on_replaced=relogin_on_replaced, on_event=on_event,
-            verify=verify, timeout=timeout, trust_env=trust_env,
-            **_given(async_transport=transport, transport=_sync_side(transport)))
-        http = self._setup(server_addresses, username, password, auth_options, base_url=base_url,
-                           snapshot_dir=snapshot_dir, watch=watch, heartbeat_backoff=heartbeat_backoff,
-                           event_hooks=event_hooks)
-        super().__init__(
-            **http, params=params, headers=headers, cookies=cookies, verify=verify, trust_env=trust_env, http1=http1,
-            http2=http2, proxy=proxy, timeout=DEFAULT_TIMEOUT_CONFIG if timeout is _DEFAULT else timeout,
-            follow_redirects=follow_redirects, limits=limits, max_redirects=max_redirects,
-            transport=_AsyncBorrowed(transport) if transport is not None else None,
-            mounts={pattern: _AsyncBorrowed(m) if m is not None else None for pattern, m in (mounts or {}).items()},
-            default_encoding=default_encoding)
+        super().__init__(**self._configure(locals(), _AsyncBorrowed))
         self._shell = _AsyncShell(self)
         self._watch_state = WatchState(on_change=self._shell.notify)
         self._watch_task: asyncio.Task[None] | None = None

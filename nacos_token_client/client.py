@@ -1,26 +1,43 @@
 """``NacosTokenClient`` and ``AsyncNacosTokenClient``: httpx clients with ``NacosTokenAuth``, config and naming.
 
-Paths are relative to the current server's context path (``client.get("/v1/cs/configs", params=…)``); a
-connection that cannot be made moves on to the next server. Every helper is a request description (``Call``) or
-a flow of I/O commands from :mod:`~nacos_token_client.config` and :mod:`~nacos_token_client.naming`; the two shells
-here (:class:`_SyncShell` on threads, :class:`_AsyncShell` on the client's event loop) carry the commands out and
-differ only in the lines that do so.
+Each **is** an ``httpx.Client`` / ``httpx.AsyncClient`` (a subclass, as Authlib's OAuth clients are), not a facade
+around one. Why: every request method httpx has (``request``, ``get`` … ``options``, ``stream``, ``send``,
+``build_request``) then exists with httpx's own typed signatures and behaviour, the client can be handed to any
+library that takes an httpx client, and nothing has to be re-declared (and kept in step) here. What the subclass
+adds is small and goes through public hooks: the constructor (explicit keyword-only options, split between the auth
+object and httpx), ``base_url`` (the current server, moved on fail-over), ``send`` (server fail-over), ``close``
+(watches, heartbeats and the auth object too; a user's transports are used, never closed) and the config and naming
+helpers.
+
+Paths are relative to the current server's context path (``client.get("/v1/cs/configs", params=…)``), or to
+``base_url`` under it; a connection that cannot be made moves on to the next server. Every helper is a request
+description (``Call``) or a flow of I/O commands from :mod:`~nacos_token_client.config` and
+:mod:`~nacos_token_client.naming`; the two shells here (:class:`_SyncShell` on threads, :class:`_AsyncShell` on the
+client's event loop) carry the commands out and differ only in the lines that do so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import inspect
 import logging
+import math
+import os
 import queue
+import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+from httpx._client import UseClientDefault
+from httpx._config import DEFAULT_LIMITS, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_CONFIG
+from httpx._types import AuthTypes, CookieTypes, HeaderTypes, ProxyTypes, QueryParamTypes
 
-from .auth import NacosTokenAuth
+from .auth import NacosTokenAuth, TokenPlacement
 from .config import (
     DEFAULT_GROUP,
     INTERRUPTED,
@@ -46,7 +63,7 @@ from .config import (
     watch_flow,
 )
 from .errors import ConfigurationError
-from .events import EventHooks
+from .events import AuthStats, EventHooks, TokenEvent
 from .lifecycle import TokenInfo
 from .naming import (
     DEFAULT_CLUSTER,
@@ -59,20 +76,37 @@ from .naming import (
     list_call,
     register_call,
 )
-from .protocol import ServerAddress
+from .protocol import ApiVersion, RejectionClassifier, ServerAddress
+from .stores.base import TokenStore
 
 __all__ = ["AsyncNacosTokenClient", "AsyncRegistration", "NacosTokenClient", "Registration"]
 
 log = logging.getLogger("nacos_token_client")
 T = TypeVar("T")
+EventHook = Callable[..., Any]
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)  # the request never left: safe for any method
 _MAYBE_SENT = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)  # safe for idempotent methods only
-_SHARED_OPTIONS = ("transport", "async_transport", "verify", "timeout", "trust_env")  # logins use them too
-_HTTP_ONLY_OPTIONS = ("follow_redirects", "headers", "cookies", "limits", "proxy", "max_redirects", "http1", "http2",
-                      "default_encoding")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SHARED_OPTIONS = ("verify", "timeout", "trust_env")  # requests and logins both use them
+_HTTP_ONLY_OPTIONS = ("params", "headers", "cookies", "follow_redirects", "max_redirects", "limits", "proxy", "http1",
+                      "http2", "default_encoding")
 _JOIN_SECONDS = 5.0  # how long close() waits for a background thread to end
 _QUEUE_TICK = 1.0  # the callback thread looks at its client this often when idle
+
+
+#: where a request goes: (index of the configured server or None for another address, the request)
+_Attempt = tuple[int | None, httpx.Request]
+
+
+class _Default(enum.Enum):
+    """``timeout`` not given: requests keep httpx's default and logins NacosTokenAuth's (``None`` is a choice:
+    no timeout)."""
+
+    DEFAULT = "default"
+
+
+_DEFAULT = _Default.DEFAULT
 
 
 def _advance(flow: Flow[T], value: Any, error: BaseException | None) -> tuple[bool, Any]:
@@ -83,45 +117,198 @@ def _advance(flow: Flow[T], value: Any, error: BaseException | None) -> tuple[bo
         return True, stop.value
 
 
+class _Borrowed(httpx.BaseTransport):
+    """A transport the user made: the client sends through it but never closes it (whoever made it does)."""
+
+    def __init__(self, transport: httpx.BaseTransport) -> None:
+        self.transport = transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.transport.handle_request(request)
+
+
+class _AsyncBorrowed(httpx.AsyncBaseTransport):
+    """The asyncio twin of :class:`_Borrowed`."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transport.handle_async_request(request)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the caller gave (None means "NacosTokenAuth's default"), so defaults live in one place."""
+    return {name: value for name, value in options.items() if value is not None and value is not _DEFAULT}
+
+
+def _sync_side(transport: httpx.AsyncBaseTransport | None) -> httpx.BaseTransport | None:
+    """An async client's transport serves the auth's sync logins too when it can (the mock server's does)."""
+    return transport if isinstance(transport, httpx.BaseTransport) else None
+
+
+def _check_backoff(owner: str, value: tuple[float, float]) -> tuple[float, float]:
+    try:
+        first, longest = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{owner}: heartbeat_backoff must be (first, max) seconds, not {value!r}") from None
+    if not (math.isfinite(first) and math.isfinite(longest) and 0 < first <= longest <= 3600):
+        raise ConfigurationError(f"{owner}: heartbeat_backoff must be (first, max) seconds with "
+                                 f"0 < first <= max <= 3600, not {value!r}")
+    return first, longest
+
+
+def _check_base_path(owner: str, base_url: str) -> str:
+    if not isinstance(base_url, str) or httpx.URL(base_url).scheme or "?" in base_url or "#" in base_url:
+        raise ConfigurationError(f"{owner}: base_url is a path under each server's context path (like '/v1/cs'); "
+                                 f"put servers in server_addresses, not {base_url!r}")
+    return "/" + base_url.strip("/") if base_url.strip("/") else ""
+
+
 class _Base:
-    """What the sync and async clients share: the auth, the server list, which server is current, and the
-    watch/naming/snapshot settings."""
+    """What the sync and async clients share: the auth, the server list, which server is current, fail-over, and
+    the watch/naming/snapshot settings."""
 
-    auth: NacosTokenAuth
+    # set by httpx.Client / httpx.AsyncClient, which come after this class in the MRO
+    _event_hooks: dict[str, list[EventHook]]
+    base_url: httpx.URL
 
-    def _setup(self, server_addresses: str | Sequence[str], username: str | None, password: str | None,
-               options: dict[str, Any]) -> dict[str, Any]:
-        snapshot_dir = options.pop("snapshot_dir", None)
+    def _configure(self, options: dict[str, Any], borrow: Callable[[Any], Any]) -> dict[str, Any]:
+        """Split the constructor's options (its ``locals()``): check the wrapper's own, make the auth object from
+        the ones it takes (by name: left out, each keeps NacosTokenAuth's default); what httpx's constructor gets."""
+        owner = type(self).__name__
+        options = {k: v for k, v in options.items() if k not in ("self", "__class__")}
+        self._prefix = _check_base_path(owner, options.pop("base_url"))
+        snapshot_dir = options.pop("snapshot_dir")
         self._snapshots = SnapshotStore(snapshot_dir) if snapshot_dir is not None else None
-        watch = options.pop("watch", None) or WatchSettings()
+        watch = options.pop("watch")
+        watch = WatchSettings() if watch is None else watch
         if not isinstance(watch, WatchSettings):
-            raise ConfigurationError("watch must be a WatchSettings")
+            raise ConfigurationError(f"{owner}: watch must be a WatchSettings, not {type(watch).__name__}")
         self._watch_settings = watch
-        self._heartbeat_backoff: tuple[float, float] = options.pop("heartbeat_backoff", (0.1, 1.0))
-        self._naming_api: NamingApi = "v3" if options.get("api") == "v3" else "v1"
-        self._events = EventHooks(options.get("on_event"))
-        http = {k: options.pop(k) for k in _HTTP_ONLY_OPTIONS if k in options}
-        http.update({k: options[k] for k in _SHARED_OPTIONS if k in options})
-        self.auth = NacosTokenAuth(server_addresses, username, password, **options)
+        self._heartbeat_backoff = _check_backoff(owner, options.pop("heartbeat_backoff"))
+        http = {name: options.pop(name) for name in _HTTP_ONLY_OPTIONS}
+        transport, mounts, hooks = options.pop("transport"), options.pop("mounts") or {}, options.pop("event_hooks")
+        http.update({name: options[name] for name in _SHARED_OPTIONS})
+        if http["timeout"] is _DEFAULT:
+            http["timeout"] = DEFAULT_TIMEOUT_CONFIG
+        logins = {"transport": transport}
+        if isinstance(self, httpx.AsyncClient):
+            logins = {"async_transport": transport, "transport": _sync_side(transport)}
+        server_addresses, username, password = (options.pop(k) for k in ("server_addresses", "username", "password"))
+        auth_options = _given(**options, **logins)
+        self._naming_api: NamingApi = "v3" if auth_options.get("api") == "v3" else "v1"
+        self._events = EventHooks(auth_options.get("on_event"))
+        self._nacos_auth = NacosTokenAuth(server_addresses, username, password, **auth_options)
+        self._homes = [(httpx.URL(s.url("/")), s) for s in self.servers]
         self._current = 0
         self._registrations: list[HeartbeatState] = []
-        return http
+        self._guard = guard = self._guard_hook()
+        hooks = hooks or {}
+        return {**http, "auth": self._nacos_auth, "base_url": self._base_for(0),
+                "transport": borrow(transport) if transport is not None else None,
+                "mounts": {pattern: borrow(m) if m is not None else None for pattern, m in mounts.items()},
+                "event_hooks": {"request": [*hooks.get("request", []), guard],
+                                "response": list(hooks.get("response", []))}}
+
+    def _guard_hook(self) -> EventHook:
+        """The auth's redirect guard, sync or async as the client."""
+        raise NotImplementedError
+
+    # -- what httpx.Client has, narrowed or kept safe ----------------------------------------------------------------
+
+    @property
+    def auth(self) -> NacosTokenAuth:
+        """The :class:`NacosTokenAuth` this client made: ``token_info()``, ``invalidate()``, ``stats``, events.
+        (A request can still pass its own ``auth=``.)"""
+        return self._nacos_auth
+
+    @auth.setter
+    def auth(self, auth: AuthTypes) -> None:
+        raise AttributeError(f"{type(self).__name__}.auth is the client's own NacosTokenAuth and cannot be replaced;"
+                             " pass auth= to a request instead")
+
+    @property
+    def event_hooks(self) -> dict[str, list[EventHook]]:
+        """httpx's event hooks; the token's redirect guard always stays the last request hook."""
+        return self._event_hooks
+
+    @event_hooks.setter
+    def event_hooks(self, event_hooks: dict[str, list[EventHook]]) -> None:
+        self._event_hooks = {
+            "request": [h for h in event_hooks.get("request", []) if h != self._guard] + [self._guard],
+            "response": list(event_hooks.get("response", [])),
+        }
+
+    @property
+    def http(self) -> _Base:
+        """The client itself (kept for code written when the httpx client was a separate attribute)."""
+        return self
 
     @property
     def servers(self) -> tuple[ServerAddress, ...]:
-        """The configured servers, in fail-over order (relative paths go to the current one first)."""
-        return self.auth.servers
+        """The configured servers, in fail-over order."""
+        return self._nacos_auth.servers
 
-    def _targets(self, path: str) -> list[tuple[int, str]]:
-        if "://" in path:
-            return [(self._current, path)]
-        n = len(self.servers)
-        order = [(self._current + i) % n for i in range(n)]
-        return [(i, self.servers[i].url(path if path.startswith("/") else "/" + path)) for i in order]
+    @property
+    def stats(self) -> AuthStats:
+        """This client's auth counters (logins, waits, rejections, replays …): ``self.auth.stats``."""
+        return self._nacos_auth.stats
 
-    @staticmethod
-    def _fail_over(method: str, exc: Exception) -> bool:
-        return isinstance(exc, _NOT_SENT) or (method.upper() in _IDEMPOTENT and isinstance(exc, _MAYBE_SENT))
+    # -- fail-over ---------------------------------------------------------------------------------------------------
+
+    def _base_for(self, index: int) -> str:
+        return self.servers[index].url(self._prefix + "/")
+
+    def _home(self, url: httpx.URL) -> int | None:
+        """Which configured server ``url`` lies under (same origin, under its context path), if any."""
+        port = url.port or _DEFAULT_PORTS.get(url.scheme)
+        for index, (home, _server) in enumerate(self._homes):
+            if (url.scheme, url.host, port) == (home.scheme, home.host, home.port or _DEFAULT_PORTS.get(home.scheme)) \
+                    and url.raw_path.startswith(home.raw_path):
+                return index
+        return None
+
+    def _attempts(self, request: httpx.Request) -> Iterator[_Attempt]:
+        """The request (and the server it goes to), then, made only when asked for, the same request as each other
+        server would get it: what a connection failure moves on to. One attempt for an address outside the list."""
+        index = 0 if len(self.servers) == 1 else self._home(request.url)
+        if index is None or len(self.servers) == 1:
+            yield index, request
+            return
+        headers = request.headers.copy()  # before the auth adds a token
+        tail = request.url.raw_path[len(self._homes[index][0].raw_path):]
+        yield index, request
+        for step in range(1, len(self.servers)):
+            other = (index + step) % len(self.servers)
+            home = self._homes[other][0]
+            url = home.copy_with(raw_path=home.raw_path + tail)
+            headers["Host"] = url.netloc.decode("ascii")  # httpx sets Host only for a request it encodes itself
+            yield other, httpx.Request(request.method, url, headers=headers.copy(), stream=request.stream,
+                                       extensions=request.extensions)
+
+    def _next_attempt(self, attempts: Iterator[_Attempt], failed: _Attempt, exc: Exception) -> _Attempt | None:
+        """Where a request that failed with ``exc`` goes next, or None (the error goes to the caller)."""
+        index, request = failed
+        movable = isinstance(exc, _NOT_SENT) or (
+            request.method.upper() in _IDEMPOTENT and isinstance(exc, _MAYBE_SENT)
+            and isinstance(request.stream, httpx.ByteStream))  # sent, maybe: only an idempotent, resendable one
+        following = next(attempts, None) if movable else None
+        if following is not None:
+            log.warning("%s unreachable (%s); trying the next server", self.servers[index or 0], type(exc).__name__)
+        return following
+
+    def _answered(self, index: int | None) -> None:
+        """A server that answered becomes current: relative paths go to it from now on."""
+        if index is not None and index != self._current:
+            self._current = index
+            self.base_url = httpx.URL(self._base_for(index))
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+
+    def _helper_url(self, call: Call[Any]) -> str:
+        """Helper calls ignore ``base_url``'s path: their paths are under the context path."""
+        return self.servers[self._current].url(call.path)
 
     @staticmethod
     def _request_options(call: Call[Any]) -> dict[str, Any]:
@@ -134,7 +321,7 @@ class _Base:
               weight: float = 1.0, metadata: Mapping[str, str] | None = None, ephemeral: bool = True) -> InstanceSpec:
         try:
             return InstanceSpec(service_name, ip, port, group_name, cluster_name, weight, dict(metadata or {}),
-                                ephemeral, self.auth.namespace)
+                                ephemeral, self._nacos_auth.namespace)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
 
@@ -150,19 +337,19 @@ class _Base:
 
     def invalidate(self, token: str | None = None) -> bool:
         """Drop the cached token so the next request logs in (see ``NacosTokenAuth.invalidate``)."""
-        return self.auth.invalidate(token)
+        return self._nacos_auth.invalidate(token)
 
     def token_info(self) -> TokenInfo | None:
-        """A secret-free snapshot of the cached token (when it expires, when it will be refreshed), or None."""
-        return self.auth.token_info()
+        """A secret-free snapshot of the cached token (expiry, refresh time, fingerprint), or None."""
+        return self._nacos_auth.token_info()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(servers={[str(s) for s in self.servers]!r}, username={self.auth.username!r})"
+        return (f"{type(self).__name__}(servers={[str(s) for s in self.servers]!r}, "
+                f"username={self._nacos_auth.username!r})")
 
 
 class _Registration:
-    """What both registration handles share: the instance (``service_name``, ``ip``, ``port``, ``group_name``,
-    ``cluster_name``, ``ephemeral``) and whether its heartbeat still runs."""
+    """What both registration handles share: the instance and whether its heartbeat still runs."""
 
     def __init__(self, spec: InstanceSpec, heartbeat: HeartbeatState | None) -> None:
         self.service_name = spec.service_name
@@ -188,11 +375,7 @@ class _Registration:
 
 
 class Registration(_Registration):
-    """A registered instance, kept alive by heartbeats until :meth:`deregister` or the client's ``close()``.
-
-    Returned by :meth:`NacosTokenClient.register_instance`; not made directly. Its ``service_name``, ``ip``,
-    ``port``, ``group_name``, ``cluster_name`` and ``ephemeral`` say what was registered.
-    """
+    """A registered instance, kept alive by heartbeats until :meth:`deregister` or the client's ``close()``."""
 
     def __init__(self, spec: InstanceSpec, heartbeat: HeartbeatState | None, client: NacosTokenClient) -> None:
         super().__init__(spec, heartbeat)
@@ -205,10 +388,7 @@ class Registration(_Registration):
 
 
 class AsyncRegistration(_Registration):
-    """The asyncio twin of :class:`Registration`: ``await registration.deregister()``.
-
-    Returned by :meth:`AsyncNacosTokenClient.register_instance`; not made directly.
-    """
+    """The asyncio twin of :class:`Registration`: ``await registration.deregister()``."""
 
     def __init__(self, spec: InstanceSpec, heartbeat: HeartbeatState | None,
                  client: AsyncNacosTokenClient) -> None:
@@ -482,67 +662,106 @@ def _store_command(client: _Base, command: Command) -> Any:
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
 
 
-class NacosTokenClient(_Base):
+class NacosTokenClient(_Base, httpx.Client):  # type: ignore[misc]  # .auth: narrowed to NacosTokenAuth
     """An ``httpx.Client`` with Nacos token auth, server fail-over, config (read, publish, watch) and naming
-    (register with heartbeats, list). A context manager.
+    (register with heartbeats, list). A context manager; every ``httpx.Client`` method works, with paths relative
+    to the current server.
 
-    Options besides ``NacosTokenAuth``'s and httpx's: ``snapshot_dir`` (keep every config read or change on disk and
-    answer ``get_config`` from it when no server can be reached), ``watch`` (:class:`WatchSettings`),
-    ``heartbeat_backoff`` ((first, max) seconds between retries of a failed beat; (0.1, 1.0)).
+    Options (keyword-only):
 
-    ``server_addresses``, ``username`` and ``password`` are :class:`NacosTokenAuth`'s. The options it shares with
-    httpx (``transport``, ``verify``, ``timeout``, ``trust_env``) go to both, so logins travel the same way as
-    requests; httpx-only ones (``headers``, ``cookies``, ``limits``, ``proxy``, ``follow_redirects``,
-    ``max_redirects``, ``http1``, ``http2``, ``default_encoding``) go to the client only. ``auth`` is the
-    :class:`NacosTokenAuth` in use and ``http`` the underlying ``httpx.Client`` (with ``auth.redirect_guard``
-    installed), for anything the helpers do not cover.
+    * ``NacosTokenAuth``'s — ``namespace``, ``context_path``, ``api``, ``token_placement``, ``refresh_ratio``,
+      ``refresh_jitter``, ``login_timeout``, ``login_attempts``, ``login_backoff``, ``negative_cache_seconds``,
+      ``store``, ``store_sync_interval``, ``clock``, ``timer``, ``rejection_classifier``, ``relogin_on_replaced``,
+      ``on_event`` — passed to it by name; left out (None), each keeps NacosTokenAuth's default.
+    * For requests and logins alike: ``transport`` (used, never closed by the client), ``verify``, ``timeout`` (not
+      given: httpx's 5 s for requests, NacosTokenAuth's default for logins), ``trust_env``.
+    * For requests (httpx's meaning): ``base_url`` — a path under each server's context path that relative paths
+      are joined to (``base_url="/v1/cs"``, then ``get("configs")``); ``client.base_url`` shows the current
+      server's. ``params``, ``headers``, ``cookies``, ``follow_redirects``, ``max_redirects``, ``limits``,
+      ``event_hooks`` (the token's redirect guard is added as the last request hook), ``mounts`` (their transports
+      are never closed by the client either), ``proxy`` (requests only: logins use ``trust_env``'s environment
+      proxies), ``http1``, ``http2`` (needs ``httpx[http2]``), ``default_encoding``.
+    * This client's: ``snapshot_dir`` (keep every config read or change on disk and answer ``get_config`` from it
+      when no server can be reached), ``watch`` (:class:`WatchSettings`), ``heartbeat_backoff`` ((first, max)
+      seconds between retries of a failed beat).
+
+    A mistyped option is a ``TypeError`` naming this class (and an error for mypy).
     """
 
-    def __init__(self, server_addresses: str | Sequence[str], username: str | None = None,
-                 password: str | None = None, **options: Any) -> None:
-        http = self._setup(server_addresses, username, password, options)
-        http.pop("async_transport", None)
-        self.http = httpx.Client(auth=self.auth, event_hooks={"request": [self.auth.redirect_guard]}, **http)
+    def __init__(
+        self,
+        server_addresses: str | Sequence[str],
+        username: str | None = None,
+        password: str | Callable[[], str] | None = None,
+        *,
+        namespace: str | None = None,
+        context_path: str | None = None,
+        api: ApiVersion | None = None,
+        token_placement: TokenPlacement | None = None,
+        refresh_ratio: float | None = None,
+        refresh_jitter: float | None = None,
+        login_timeout: float | None = None,
+        login_attempts: int | None = None,
+        login_backoff: tuple[float, float] | None = None,
+        negative_cache_seconds: float | None = None,
+        store_sync_interval: float | None = None,
+        store: TokenStore | None = None,
+        clock: Callable[[], float] | None = None,
+        timer: Callable[[], float] | None = None,
+        rejection_classifier: RejectionClassifier | None = None,
+        relogin_on_replaced: bool | None = None,
+        on_event: Callable[[TokenEvent], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | str | bool = True,
+        timeout: float | httpx.Timeout | _Default | None = _DEFAULT,
+        trust_env: bool = True,
+        base_url: str = "",
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        follow_redirects: bool = False,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        event_hooks: Mapping[str, list[EventHook]] | None = None,
+        mounts: Mapping[str, httpx.BaseTransport | None] | None = None,
+        proxy: ProxyTypes | None = None,
+        http1: bool = True,
+        http2: bool = False,
+        default_encoding: str | Callable[[bytes], str] = "utf-8",
+        snapshot_dir: str | os.PathLike[str] | None = None,
+        watch: WatchSettings | None = None,
+        heartbeat_backoff: tuple[float, float] = (0.1, 1.0),
+    ) -> None:
+        super().__init__(**self._configure(locals(), _Borrowed))
         self._shell = _SyncShell(self)
         self._watch_state = WatchState(on_change=self._shell.notify)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send ``method`` to ``path`` (relative to the current server's context path, or a full URL) with
-        ``httpx.Client.request``'s keyword arguments. A connection that cannot be made (and, for idempotent
-        methods, one that broke mid-request) moves on to the next server, which then stays current."""
-        targets = self._targets(path)
-        for position, (index, url) in enumerate(targets):
+    def _guard_hook(self) -> EventHook:
+        return self._nacos_auth.redirect_guard
+
+    def send(self, request: httpx.Request, *, stream: bool = False,
+             auth: AuthTypes | UseClientDefault | None = httpx.USE_CLIENT_DEFAULT,
+             follow_redirects: bool | UseClientDefault = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:
+        """``httpx.Client.send``, moving on to the next server when a configured server cannot be reached (any
+        request that never left; an idempotent one with a resendable body that may have)."""
+        attempts = self._attempts(request)
+        attempt: _Attempt | None = next(attempts)
+        while attempt is not None:
             try:
-                response = self.http.request(method, url, **kwargs)
+                response = super().send(attempt[1], stream=stream, auth=auth, follow_redirects=follow_redirects)
             except httpx.TransportError as exc:
-                if position == len(targets) - 1 or not self._fail_over(method, exc):
+                attempt = self._next_attempt(attempts, attempt, exc)
+                if attempt is None:
                     raise
-                log.warning("%s unreachable (%s); trying the next server", self.servers[index], type(exc).__name__)
                 continue
-            self._current = index
+            self._answered(attempt[0])
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        """:meth:`request` with ``GET``: server fail-over and the token included."""
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        """:meth:`request` with ``POST``: server fail-over and the token included."""
-        return self.request("POST", path, **kwargs)
-
-    def put(self, path: str, **kwargs: Any) -> httpx.Response:
-        """:meth:`request` with ``PUT``: server fail-over and the token included."""
-        return self.request("PUT", path, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
-        """:meth:`request` with ``DELETE``: server fail-over and the token included."""
-        return self.request("DELETE", path, **kwargs)
-
     def _send(self, call: Call[Any]) -> httpx.Response:
-        return self.request(call.method, call.path, **self._request_options(call))
+        return self.request(call.method, self._helper_url(call), **self._request_options(call))
 
     def _call(self, call: Call[T]) -> T:
         return call.read(self._send(call))
@@ -555,14 +774,9 @@ class NacosTokenClient(_Base):
 
     def publish_config(self, data_id: str, content: str, group: str = DEFAULT_GROUP, tenant: str = "",
                        type: str | None = None) -> bool:
-        """Create or overwrite the config (``type``: Nacos's content type, e.g. ``yaml``); True when the server
-        accepted it. Raises :class:`~nacos_token_client.errors.RequestFailedError` (or ``PermissionDeniedError``)
-        on an error answer rather than returning False."""
         return self._call(publish_config_call(data_id, content, group, tenant, type))
 
     def remove_config(self, data_id: str, group: str = DEFAULT_GROUP, tenant: str = "") -> bool:
-        """Delete the config; True when the server accepted (Nacos answers true for a config that did not exist
-        too). Raises :class:`~nacos_token_client.errors.RequestFailedError` on an error answer."""
         return self._call(remove_config_call(data_id, group, tenant))
 
     def add_config_listener(self, data_id: str, callback: Callable[[ConfigChange], Any],
@@ -616,87 +830,112 @@ class NacosTokenClient(_Base):
     def list_instances(self, service_name: str, *, group_name: str = DEFAULT_GROUP,
                        healthy_only: bool = False) -> list[Instance]:
         """The service's enabled instances (only the healthy ones with ``healthy_only``)."""
-        return self._call(list_call(service_name, group_name, self.auth.namespace, healthy_only, self._naming_api))
+        return self._call(list_call(service_name, group_name, self._nacos_auth.namespace, healthy_only,
+                                    self._naming_api))
 
     def get_token(self) -> str:
-        """A usable token (logging in if needed), for a call this client cannot make, e.g. another SDK's."""
-        return self.auth.get_token()
+        return self._nacos_auth.get_token()
+
 
     def close(self) -> None:
-        """Stop every watch and heartbeat (an instance then expires on the server), close connections."""
+        """Stop every watch and heartbeat (an instance then expires on the server), close the connections and the
+        auth object this client made. A transport you passed stays open."""
+        self._stop_background()
+        super().close()
+        self._nacos_auth.close()
+
+    def _stop_background(self) -> None:
         with self._lock:
             self._stop_heartbeats()
             threads, self._threads = self._threads, []
         self._watch_state.close()
         self._shell.close(threads)
-        self.http.close()
-        self.auth.close()
 
-    def __enter__(self) -> NacosTokenClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None = None, exc_value: BaseException | None = None,
+                 traceback: TracebackType | None = None) -> None:
+        self._stop_background()
+        super().__exit__(exc_type, exc_value, traceback)
+        self._nacos_auth.close()
 
 
-class AsyncNacosTokenClient(_Base):
-    """The asyncio twin of :class:`NacosTokenClient`. An async context manager. Watches and heartbeats run as
-    tasks on the event loop that first started one.
+class AsyncNacosTokenClient(_Base, httpx.AsyncClient):  # type: ignore[misc]  # .auth: as above
+    """The asyncio twin of :class:`NacosTokenClient`: an ``httpx.AsyncClient`` and an async context manager, with
+    the same options (``transport`` and ``mounts`` take async transports). Watches and heartbeats run as tasks on
+    the event loop that first started one."""
 
-    Takes the same ``server_addresses``, ``username``, ``password`` and options as :class:`NacosTokenClient`;
-    ``async_transport`` (or a ``transport`` that is an ``httpx.AsyncBaseTransport``) serves its requests. ``http``
-    is the underlying ``httpx.AsyncClient`` and ``auth`` the :class:`NacosTokenAuth`.
-    """
-
-    def __init__(self, server_addresses: str | Sequence[str], username: str | None = None,
-                 password: str | None = None, **options: Any) -> None:
-        http = self._setup(server_addresses, username, password, options)
-        sync_transport = http.pop("transport", None)
-        transport = http.pop("async_transport", None)
-        if transport is None and isinstance(sync_transport, httpx.AsyncBaseTransport):
-            transport = sync_transport
-        self.http = httpx.AsyncClient(auth=self.auth, transport=transport,
-                                      event_hooks={"request": [self.auth.async_redirect_guard]}, **http)
+    def __init__(
+        self,
+        server_addresses: str | Sequence[str],
+        username: str | None = None,
+        password: str | Callable[[], str] | None = None,
+        *,
+        namespace: str | None = None,
+        context_path: str | None = None,
+        api: ApiVersion | None = None,
+        token_placement: TokenPlacement | None = None,
+        refresh_ratio: float | None = None,
+        refresh_jitter: float | None = None,
+        login_timeout: float | None = None,
+        login_attempts: int | None = None,
+        login_backoff: tuple[float, float] | None = None,
+        negative_cache_seconds: float | None = None,
+        store_sync_interval: float | None = None,
+        store: TokenStore | None = None,
+        clock: Callable[[], float] | None = None,
+        timer: Callable[[], float] | None = None,
+        rejection_classifier: RejectionClassifier | None = None,
+        relogin_on_replaced: bool | None = None,
+        on_event: Callable[[TokenEvent], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | str | bool = True,
+        timeout: float | httpx.Timeout | _Default | None = _DEFAULT,
+        trust_env: bool = True,
+        base_url: str = "",
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        follow_redirects: bool = False,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        event_hooks: Mapping[str, list[EventHook]] | None = None,
+        mounts: Mapping[str, httpx.AsyncBaseTransport | None] | None = None,
+        proxy: ProxyTypes | None = None,
+        http1: bool = True,
+        http2: bool = False,
+        default_encoding: str | Callable[[bytes], str] = "utf-8",
+        snapshot_dir: str | os.PathLike[str] | None = None,
+        watch: WatchSettings | None = None,
+        heartbeat_backoff: tuple[float, float] = (0.1, 1.0),
+    ) -> None:
+        super().__init__(**self._configure(locals(), _AsyncBorrowed))
         self._shell = _AsyncShell(self)
         self._watch_state = WatchState(on_change=self._shell.notify)
         self._watch_task: asyncio.Task[None] | None = None
         self._iterators: set[asyncio.Queue[ConfigChange | None]] = set()
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send ``method`` to ``path`` (relative to the current server's context path, or a full URL) with
-        ``httpx.AsyncClient.request``'s keyword arguments, moving on to the next server as
-        :meth:`NacosTokenClient.request` does."""
-        targets = self._targets(path)
-        for position, (index, url) in enumerate(targets):
+    def _guard_hook(self) -> EventHook:
+        return self._nacos_auth.async_redirect_guard
+
+    async def send(self, request: httpx.Request, *, stream: bool = False,
+                   auth: AuthTypes | UseClientDefault | None = httpx.USE_CLIENT_DEFAULT,
+                   follow_redirects: bool | UseClientDefault = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:
+        """``httpx.AsyncClient.send`` with the same server fail-over as :meth:`NacosTokenClient.send`."""
+        attempts = self._attempts(request)
+        attempt: _Attempt | None = next(attempts)
+        while attempt is not None:
             try:
-                response = await self.http.request(method, url, **kwargs)
+                response = await super().send(attempt[1], stream=stream, auth=auth, follow_redirects=follow_redirects)
             except httpx.TransportError as exc:
-                if position == len(targets) - 1 or not self._fail_over(method, exc):
+                attempt = self._next_attempt(attempts, attempt, exc)
+                if attempt is None:
                     raise
-                log.warning("%s unreachable (%s); trying the next server", self.servers[index], type(exc).__name__)
                 continue
-            self._current = index
+            self._answered(attempt[0])
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        """:meth:`request` with ``GET``: server fail-over and the token included."""
-        return await self.request("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        """:meth:`request` with ``POST``: server fail-over and the token included."""
-        return await self.request("POST", path, **kwargs)
-
-    async def put(self, path: str, **kwargs: Any) -> httpx.Response:
-        """:meth:`request` with ``PUT``: server fail-over and the token included."""
-        return await self.request("PUT", path, **kwargs)
-
-    async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
-        """:meth:`request` with ``DELETE``: server fail-over and the token included."""
-        return await self.request("DELETE", path, **kwargs)
-
     async def _send(self, call: Call[Any]) -> httpx.Response:
-        return await self.request(call.method, call.path, **self._request_options(call))
+        return await self.request(call.method, self._helper_url(call), **self._request_options(call))
 
     async def _call(self, call: Call[T]) -> T:
         return call.read(await self._send(call))
@@ -710,14 +949,9 @@ class AsyncNacosTokenClient(_Base):
 
     async def publish_config(self, data_id: str, content: str, group: str = DEFAULT_GROUP, tenant: str = "",
                              type: str | None = None) -> bool:
-        """Create or overwrite the config (``type``: Nacos's content type, e.g. ``yaml``); True when the server
-        accepted it. Raises :class:`~nacos_token_client.errors.RequestFailedError` (or ``PermissionDeniedError``)
-        on an error answer rather than returning False."""
         return await self._call(publish_config_call(data_id, content, group, tenant, type))
 
     async def remove_config(self, data_id: str, group: str = DEFAULT_GROUP, tenant: str = "") -> bool:
-        """Delete the config; True when the server accepted (Nacos answers true for a config that did not exist
-        too). Raises :class:`~nacos_token_client.errors.RequestFailedError` on an error answer."""
         return await self._call(remove_config_call(data_id, group, tenant))
 
     async def add_config_listener(self, data_id: str, callback: Callable[[ConfigChange], Any],
@@ -782,26 +1016,29 @@ class AsyncNacosTokenClient(_Base):
     async def list_instances(self, service_name: str, *, group_name: str = DEFAULT_GROUP,
                              healthy_only: bool = False) -> list[Instance]:
         """The service's enabled instances (only the healthy ones with ``healthy_only``)."""
-        return await self._call(list_call(service_name, group_name, self.auth.namespace, healthy_only,
+        return await self._call(list_call(service_name, group_name, self._nacos_auth.namespace, healthy_only,
                                           self._naming_api))
 
     async def get_token(self) -> str:
-        """A usable token (logging in if needed, without blocking the loop), for a call this client cannot make."""
-        return await self.auth.aget_token()
+        return await self._nacos_auth.aget_token()
+
 
     async def aclose(self) -> None:
-        """Stop every watch, iterator and heartbeat (an instance then expires on the server), close connections."""
+        """Stop every watch, iterator and heartbeat (an instance then expires on the server), close the connections
+        and the auth object this client made. A transport you passed stays open."""
+        await self._stop_background()
+        await super().aclose()
+        self._nacos_auth.close()
+
+    async def _stop_background(self) -> None:
         self._stop_heartbeats()
         self._watch_state.close()
         for changes in list(self._iterators):
             changes.put_nowait(None)
         await self._shell.close()
-        await self.http.aclose()
-        self.auth.close()
 
-    async def __aenter__(self) -> AsyncNacosTokenClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
+    async def __aexit__(self, exc_type: type[BaseException] | None = None, exc_value: BaseException | None = None,
+                        traceback: TracebackType | None = None) -> None:
+        await self._stop_background()
+        await super().__aexit__(exc_type, exc_value, traceback)
+        self._nacos_auth.close()

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,6 +31,7 @@ __all__ = [
     "LoginEndpointMissing",
     "classify_rejection",
     "classify_rejection_message",
+    "is_token_value",
     "jwt_expiry",
     "login_request",
     "parse_login_response",
@@ -44,7 +45,13 @@ DEFAULT_PORT = 8848
 MAX_TOKEN_LENGTH = 16 * 1024
 MAX_TOKEN_TTL = 10 * 365 * 24 * 3600  # ten years: anything longer is a broken answer, not a token life
 MAX_LOGIN_BODY = 1024 * 1024
-_TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: no spaces, no CR/LF (header injection)
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # visible ASCII: no spaces, no CR/LF (header injection)
+
+
+def is_token_value(value: object) -> TypeGuard[str]:
+    """Could ``value`` be a token? 1 to MAX_TOKEN_LENGTH visible ASCII characters: what can be sent as a header
+    value or query parameter as it is. Login answers and stored tokens are both held to it."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_TOKEN_LENGTH and _TOKEN_CHARS.fullmatch(value) is not None
 
 
 # -- server addresses ----------------------------------------------------------------------------------------------
@@ -204,7 +211,7 @@ def parse_login_response(status_code: int, body: bytes, *, server: str = "") -> 
         raise LoginResponseError(f"login answer{where} has no accessToken", server=server)
     if not isinstance(token, str) or not token:
         raise LoginResponseError(f"login answer{where}: accessToken is not a non-empty string", server=server)
-    if len(token) > MAX_TOKEN_LENGTH or not _TOKEN_CHARS.match(token):
+    if not is_token_value(token):
         raise LoginResponseError(f"login answer{where}: accessToken has characters or a length no token has",
                                  server=server)
     ttl = data.get("tokenTtl")

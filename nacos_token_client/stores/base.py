@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..lifecycle import Token
+from ..protocol import is_token_value
 
 __all__ = [
     "FleetBackOff",
@@ -115,11 +116,12 @@ def token_to_dict(token: Token) -> dict[str, str | float]:
 
 
 def token_from_dict(data: object) -> Token | None:
-    """A token from stored data, or None if the data is not a well-formed token (a store is not trusted)."""
+    """A token from stored data, or None if the data is not a well-formed token (a store is not trusted: its
+    value must be one a login answer could hold, its times in order)."""
     if not isinstance(data, dict):
         return None
     value = data.get("value")
-    if not isinstance(value, str) or not value or len(value) > 16 * 1024:
+    if not is_token_value(value):  # as strict as a login answer: a bad value would break every request
         return None
     times: list[float] = []
     for name in _FIELDS:

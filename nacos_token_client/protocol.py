@@ -7,6 +7,7 @@ turned into a value or a typed error from ``errors.py``, never a ``KeyError``/``
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import math
 import re
@@ -78,15 +79,31 @@ def _normalise_context(path: str) -> str:
     return "/" + path.strip("/")
 
 
+def _valid_host(host: str) -> bool:
+    """A DNS name (letters, digits, ``-``, ``_``, dots; IDNA names too), an IPv4 or a bracketed IPv6 address."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return True
+    return all(ch.isalnum() or ch in "-._" for ch in host) and not host.startswith(("-", "."))
+
+
 def parse_server_addresses(value: str | Sequence[str], *, context_path: str = "/nacos") -> tuple[ServerAddress, ...]:
-    """``"host:port"``, ``"http(s)://host:port[/context]"``, a comma-separated string of those, or a list."""
+    """``"host:port"``, ``"http(s)://host:port[/context]"``, a comma-separated string of those, or a list.
+
+    Anything else is refused with a :class:`ConfigurationError` naming ``server_addresses``: a port outside
+    1-65535, a host with spaces, credentials, and a query or fragment — which a server address has no place for
+    (requests would silently go without it).
+    """
     items: list[str] = []
     if isinstance(value, str):
         items = value.split(",")
     elif isinstance(value, Sequence):
         for item in value:
             if not isinstance(item, str):
-                raise ConfigurationError(f"server addresses must be strings, got {type(item).__name__}")
+                raise ConfigurationError(f"server_addresses must be strings, got {type(item).__name__}")
             items.extend(item.split(","))
     else:
         raise ConfigurationError(f"server_addresses must be a string or a list of strings, got {type(value).__name__}")
@@ -99,24 +116,34 @@ def parse_server_addresses(value: str | Sequence[str], *, context_path: str = "/
         parts = urlsplit(raw if has_scheme else f"http://{raw}")
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise ConfigurationError(f"unsupported scheme in server address {raw!r}")
+            raise ConfigurationError(f"server_addresses: unsupported scheme in {raw!r} (http or https)")
+        if parts.username or parts.password or "@" in parts.netloc:  # first: later messages repeat the address
+            raise ConfigurationError("server_addresses must not carry credentials; use username=/password=")
+        if parts.query or parts.fragment or "?" in raw or "#" in raw:  # the query is not repeated: it may hold secrets
+            bare = raw.split("?", 1)[0].split("#", 1)[0]
+            raise ConfigurationError(f"server_addresses: {bare!r} has a query or fragment ('?…' or '#…'); a server "
+                                     "address cannot carry one, so it is refused rather than dropped")
         try:
             port = parts.port
-        except ValueError as exc:
-            raise ConfigurationError(f"bad port in server address {raw!r}") from exc
+        except ValueError:
+            raise ConfigurationError(f"server_addresses: bad port in {raw!r} (1-65535)") from None
         host = parts.hostname
         if not host:
-            raise ConfigurationError(f"no host in server address {raw!r}")
-        if parts.username or parts.password:
-            raise ConfigurationError("server addresses must not carry credentials; use username=/password=")
+            raise ConfigurationError(f"server_addresses: no host in {raw!r}")
+        if not _valid_host(host):
+            raise ConfigurationError(f"server_addresses: {host!r} in {raw!r} is not a host name or IP address")
         if port is None:
             port = (443 if scheme == "https" else 80) if has_scheme else DEFAULT_PORT
+        if not 1 <= port <= 65535:
+            raise ConfigurationError(f"server_addresses: bad port in {raw!r} (1-65535)")
+        if any(ch.isspace() for ch in parts.path) or any(s in (".", "..") for s in parts.path.split("/")):
+            raise ConfigurationError(f"server_addresses: bad path in {raw!r}")
         ctx = _normalise_context(parts.path) if parts.path not in ("", "/") else default_context
         server = ServerAddress(scheme, host, port, ctx)
         if server not in servers:
             servers.append(server)
     if not servers:
-        raise ConfigurationError("no server address given")
+        raise ConfigurationError("server_addresses: no server address given")
     return tuple(servers)
 
 

@@ -21,7 +21,7 @@ import httpx
 from cachetools import LRUCache
 from httpx._multipart import FileField, MultipartStream
 
-from .errors import AuthenticationError, ConfigurationError, LoginResponseError, NacosTokenError
+from .errors import AuthenticationError, ConfigurationError, LoginResponseError, NacosTokenError, public_name
 from .events import AuthStats, EventHooks, TokenEvent
 from .lifecycle import RefreshPolicy, RefreshReason, RejectionVerdict, Ticket, Token, TokenInfo, TokenLifecycle
 from .login import LoginClient, RetrySettings
@@ -340,6 +340,8 @@ class NacosTokenAuth(httpx.Auth):
 
     @property
     def stats(self) -> AuthStats:
+        """Counters of this auth object (a snapshot), not of its identity: auth objects sharing an identity share
+        one token and its logins, and each counts only what its own requests did (see :class:`AuthStats`)."""
         return self._hooks.snapshot()
 
     def close(self) -> None:
@@ -411,7 +413,7 @@ class NacosTokenAuth(httpx.Auth):
                 return
             self._hooks.count("rejections")
             self._hooks.emit(TokenEvent("rejection", outcome=kind.value, fingerprint=token.fingerprint,
-                                        error=rejection_message(response)))
+                                        error=rejection_message(response, secrets=(token.value,))))
             if kind not in self._relogin_kinds:
                 return  # a permission denial (or a replaced session): the response goes back as it is
             verdict: RejectionVerdict = yield _Reject(token)
@@ -429,7 +431,7 @@ class NacosTokenAuth(httpx.Auth):
                 try:
                     yield _Renew(ticket)
                 except NacosTokenError as exc:
-                    log.warning("re-login after a rejection failed: %s", type(exc).__name__)
+                    log.warning("re-login after a rejection failed: %s", public_name(exc))
                 return
             try:
                 fresh: Token = yield _NeedToken(ticket)
@@ -439,7 +441,7 @@ class NacosTokenAuth(httpx.Auth):
             except (AuthenticationError, LoginResponseError):
                 raise  # the credentials (or the server's answers) are wrong: a clear error beats a stale 403
             except NacosTokenError as exc:
-                log.warning("no token for a replay (%s); the rejected response goes back", type(exc).__name__)
+                log.warning("no token for a replay (%s); the rejected response goes back", public_name(exc))
                 return
             self._attach(request, fresh)
             self._hooks.count("replays")

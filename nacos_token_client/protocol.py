@@ -21,6 +21,7 @@ import jwt
 
 from .errors import AuthenticationError, ConfigurationError, LoginResponseError, LoginUnavailableError
 from .lifecycle import fingerprint
+from .redaction import redact
 
 __all__ = [
     "ApiVersion",
@@ -186,20 +187,25 @@ class LoginEndpointMissing(LoginResponseError):
 _CREDENTIAL_500 = re.compile(r"caused:\s*User\b.*\bnot found", re.IGNORECASE | re.DOTALL)
 
 
-def _short_text(body: bytes, limit: int = 200) -> str:
-    text = body[:limit * 4].decode("utf-8", "replace").strip()
+def _short_text(body: bytes, limit: int = 200, secrets: Sequence[str] = ()) -> str:
+    """The start of a server's text, on one line, with secrets redacted *before* it is cut short (a secret cut
+    in half would no longer be recognised)."""
+    text = redact(body[:8192].decode("utf-8", "replace").strip(), secrets)
     text = " ".join(text.split())
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
-def parse_login_response(status_code: int, body: bytes, *, server: str = "") -> LoginAnswer:
+def parse_login_response(status_code: int, body: bytes, *, server: str = "",
+                         secrets: Sequence[str] = ()) -> LoginAnswer:
     """Turn a login answer into a :class:`LoginAnswer` or a typed error.
 
-    The body is never echoed when it could carry a token (a 200); error bodies are short server messages.
+    The body is never echoed when it could carry a token (a 200); error bodies are short server messages, with
+    ``secrets`` (the password sent), ``password=`` fields and token-like strings redacted: a proxy may echo the
+    login form back.
     """
     where = f" from {server}" if server else ""
     if status_code in (401, 403):
-        message = _short_text(body) or f"HTTP {status_code}"
+        message = _short_text(body, secrets=secrets) or f"HTTP {status_code}"
         raise AuthenticationError(f"login refused{where}: {message}", status_code=status_code, server=server)
     if status_code == 500 and _CREDENTIAL_500.search(body[:4096].decode("utf-8", "replace")):
         raise AuthenticationError(f"login refused{where}: unknown user (HTTP 500)", status_code=500, server=server)
@@ -207,10 +213,10 @@ def parse_login_response(status_code: int, body: bytes, *, server: str = "") -> 
         raise LoginEndpointMissing(f"login endpoint not found{where} (HTTP {status_code}); check context_path and api",
                                    server=server)
     if status_code >= 500 or status_code in (408, 425, 429):
-        raise TransientLoginError(f"login failed{where}: HTTP {status_code} {_short_text(body, 80)}".rstrip())
+        raise TransientLoginError(f"login failed{where}: HTTP {status_code} {_short_text(body, 80, secrets)}".rstrip())
     if status_code != 200:
-        raise LoginResponseError(f"unexpected login answer{where}: HTTP {status_code} {_short_text(body, 80)}".rstrip(),
-                                 server=server)
+        shown = _short_text(body, 80, secrets)
+        raise LoginResponseError(f"unexpected login answer{where}: HTTP {status_code} {shown}".rstrip(), server=server)
     if len(body) > MAX_LOGIN_BODY:
         raise LoginResponseError(f"login answer{where} is too large ({len(body)} bytes)", server=server)
     try:
@@ -335,9 +341,11 @@ def classify_rejection_message(status_code: int, text: str) -> RejectionKind:
     return RejectionKind.PERMISSION
 
 
-def rejection_message(response: httpx.Response, limit: int = 120) -> str:
-    """The server's words for a rejection (Spring's ``message``, or the text), shortened; never a token."""
-    return " ".join(_message_of(response.content[:8192].decode("utf-8", "replace")).split())[:limit]
+def rejection_message(response: httpx.Response, limit: int = 120, secrets: Sequence[str] = ()) -> str:
+    """The server's words for a rejection (Spring's ``message``, or the text), shortened; token-like strings and
+    ``secrets`` (the token sent) redacted."""
+    message = redact(_message_of(response.content[:8192].decode("utf-8", "replace")), secrets)
+    return " ".join(message.split())[:limit]
 
 
 def classify_rejection(response: httpx.Response) -> RejectionKind:

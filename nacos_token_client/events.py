@@ -72,7 +72,8 @@ class AuthStats:
     ``cache_hits``: requests that found a usable token at once; ``waits``: requests that blocked before they had
     a token — waiting for a login in flight or a back-off, or leading a login themselves because the cached token
     had expired (or neared expiry), was dropped or refused; a request leading the very first login is counted
-    only in ``logins`` — and ``wait_seconds`` the time they spent blocked; ``rejections``, ``replays``, ``invalidations`` (tokens dropped).
+    only in ``logins`` — and ``wait_seconds`` the time they spent blocked; ``rejections``, ``replays``,
+    ``invalidations`` (tokens dropped).
     """
 
     logins: int = 0

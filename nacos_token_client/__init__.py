@@ -7,6 +7,8 @@ keep service instances registered (heartbeats at the server's interval) through 
 The error tree is documented in :mod:`nacos_token_client.errors`.
 """
 
+import logging
+
 from .auth import NacosTokenAuth, TokenPlacement
 from .client import AsyncNacosTokenClient, AsyncRegistration, NacosTokenClient, Registration
 from .config import ConfigChange, ConfigWatch, WatchSettings
@@ -27,6 +29,10 @@ from .protocol import RejectionKind, ServerAddress, classify_rejection
 from .stores import FileTokenStore, MemoryTokenStore, RedisTokenStore, TokenStore
 
 __version__ = "0.1.0"
+
+# A library does not decide where log records go: without this, a program that never configured logging would get
+# our warnings on stderr through logging's last-resort handler. Configure logging (or add a handler) to see them.
+logging.getLogger("nacos_token_client").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncNacosTokenClient",

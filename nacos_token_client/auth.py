@@ -23,10 +23,22 @@ import httpx
 from cachetools import LRUCache
 from httpx._multipart import FileField, MultipartStream
 
-from .errors import AuthenticationError, ConfigurationError, LoginResponseError, NacosTokenError
+from .errors import AuthenticationError, ConfigurationError, LoginResponseError, NacosTokenError, public_name
 from .events import AuthStats, EventHooks, TokenEvent
 from .lifecycle import RefreshPolicy, RefreshReason, RejectionVerdict, Ticket, Token, TokenInfo, TokenLifecycle
 from .login import LoginClient, RetrySettings
+from .options import (
+    check_bool,
+    check_callable,
+    check_has,
+    check_instance,
+    check_int,
+    check_number,
+    check_path,
+    check_text,
+    check_timeout,
+    check_verify,
+)
 from .protocol import (
     LOGIN_PATHS,
     ApiVersion,
@@ -154,6 +166,61 @@ def _replayable(request: httpx.Request) -> bool:
     return True
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    """Every option of :class:`NacosTokenAuth`, checked before anything is built: a
+    :class:`ConfigurationError` naming the option, never showing a password."""
+    if options["api"] not in ("v1", "v3", "auto"):
+        raise ConfigurationError(f"api must be 'v1', 'v3' or 'auto', not {options['api']!r}")
+    placement = options["token_placement"]
+    if placement not in ("header", "query", "bearer"):
+        raise ConfigurationError(f"token_placement must be 'header', 'query' or 'bearer', not {placement!r}")
+    username, password = options["username"], options["password"]
+    if username is None:
+        if password is not None:
+            raise ConfigurationError("password given without a username: pass both, or neither for no auth")
+    else:
+        check_text("username", username, empty=False)
+        if password is None:
+            raise ConfigurationError("password missing: a username needs a password")
+        if isinstance(password, str):
+            check_text("password", password, empty=False, secret=True)
+        elif not callable(password):
+            raise ConfigurationError(f"password must be a str or a callable returning one, not "
+                                     f"{type(password).__name__}")
+    check_text("namespace", options["namespace"])
+    check_path("context_path", options["context_path"])
+    check_number("refresh_ratio", options["refresh_ratio"], low=0.0, high=1.0, low_inclusive=False)
+    if options["refresh_ratio"] >= 1.0:
+        raise ConfigurationError(f"refresh_ratio must be below 1, got {options['refresh_ratio']!r}")
+    jitter = check_number("refresh_jitter", options["refresh_jitter"], high=1.0)
+    if jitter >= 1.0 - options["refresh_ratio"]:
+        raise ConfigurationError(f"refresh_jitter must be below 1 - refresh_ratio "
+                                 f"({1.0 - options['refresh_ratio']:.3f}), got {jitter!r}")
+    check_number("login_timeout", options["login_timeout"], low_inclusive=False)
+    check_number("negative_cache_seconds", options["negative_cache_seconds"])
+    check_number("store_sync_interval", options["store_sync_interval"], low_inclusive=False)
+    check_int("login_attempts", options["login_attempts"], low=1, high=100)
+    backoff = options["login_backoff"]
+    if not isinstance(backoff, (tuple, list)) or len(backoff) != 2:
+        raise ConfigurationError(f"login_backoff must be a (first, max) pair of seconds, not {backoff!r}")
+    first = check_number("login_backoff (first)", backoff[0])
+    if check_number("login_backoff (max)", backoff[1]) < first:
+        raise ConfigurationError(f"login_backoff must be (first, max) with first <= max, got {tuple(backoff)!r}")
+    if options["store"] is not None:
+        check_instance("store", options["store"], TokenStore, "a TokenStore (e.g. FileTokenStore(path))")
+    if options["transport"] is not None:
+        check_has("transport", options["transport"], "handle_request", "an httpx transport")
+    if options["async_transport"] is not None:
+        check_has("async_transport", options["async_transport"], "handle_async_request", "an httpx async transport")
+    check_verify("verify", options["verify"])
+    check_timeout("timeout", options["timeout"])
+    for flag in ("trust_env", "relogin_on_replaced"):
+        check_bool(flag, options[flag])
+    for name in ("clock", "timer", "rejection_classifier"):
+        check_callable(name, options[name])
+    check_callable("on_event", options["on_event"], optional=True)
+
+
 class NacosTokenAuth(httpx.Auth):
     """Token auth for Nacos-style servers, for any ``httpx.Client`` or ``httpx.AsyncClient``.
 
@@ -172,7 +239,12 @@ class NacosTokenAuth(httpx.Auth):
 
     * ``namespace``: part of the identity that token sharing is keyed on; ``context_path`` (``/nacos``) applies to
       addresses without a path; ``api``: ``"v1"`` (the default), ``"v3"`` or ``"auto"`` (v3, then v1 on 404/501).
-    * ``token_placement``: ``"header"`` (``accessToken``), ``"query"`` or ``"bearer"``.
+    * ``token_placement``: ``"bearer"`` (the default: ``Authorization: Bearer <token>``, which every Nacos
+      version reads first and which httpx itself strips from a redirect to another origin, so a client with
+      ``follow_redirects=True`` needs no hook), ``"header"`` (an ``accessToken`` header) or ``"query"`` (an
+      ``accessToken`` parameter: it shows in URLs and log lines). httpx keeps the ``accessToken`` header and
+      query on redirects: with ``"header"`` or ``"query"`` and ``follow_redirects=True``, install
+      :meth:`redirect_guard` (the wrapper clients do), or a redirect elsewhere carries the token there.
     * ``password``: a string, or a zero-argument callable returning the current password — for secrets that
       rotate: it is asked before each login and again after refused credentials (the new password is tried
       once before the refusal is negative-cached). The identity key (what token sharing is keyed on) uses the
@@ -200,7 +272,7 @@ class NacosTokenAuth(httpx.Auth):
         namespace: str = "",
         context_path: str = "/nacos",
         api: ApiVersion = "v1",
-        token_placement: TokenPlacement = "header",
+        token_placement: TokenPlacement = "bearer",
         refresh_ratio: float = 0.9,
         refresh_jitter: float = 0.03,
         login_timeout: float = 30.0,
@@ -220,13 +292,7 @@ class NacosTokenAuth(httpx.Auth):
         relogin_on_replaced: bool = False,
         on_event: Callable[[TokenEvent], None] | None = None,
     ) -> None:
-        if token_placement not in ("header", "query", "bearer"):
-            raise ConfigurationError(f"token_placement must be 'header', 'query' or 'bearer', not {token_placement!r}")
-        if username is not None and password is None:
-            raise ConfigurationError("a username needs a password")
-        if password is not None and not isinstance(password, str) and not callable(password):
-            raise ConfigurationError(f"password must be a str or a callable returning one, not "
-                                     f"{type(password).__name__}")
+        _check_options(locals())  # every parameter by name, before anything is built
         self.servers = parse_server_addresses(server_addresses, context_path=context_path)
         self.username = username
         self.namespace = namespace
@@ -295,8 +361,8 @@ class NacosTokenAuth(httpx.Auth):
 
     @property
     def stats(self) -> AuthStats:
-        """This auth object's counters (logins, failures, cache hits, waits, rejections, replays), as a snapshot:
-        to see whether tokens are being reused or logins are storming, without reading logs."""
+        """Counters of this auth object (a snapshot), not of its identity: auth objects sharing an identity share
+        one token and its logins, and each counts only what its own requests did (see :class:`AuthStats`)."""
         return self._hooks.snapshot()
 
     def close(self) -> None:
@@ -319,8 +385,9 @@ class NacosTokenAuth(httpx.Auth):
 
     def redirect_guard(self, request: httpx.Request) -> None:
         """``event_hooks={"request": [auth.redirect_guard]}``: httpx follows redirects without asking the auth,
-        and strips only ``Authorization`` on a cross-origin hop; this strips our token from every hop that
-        leaves the configured servers."""
+        and strips only ``Authorization`` on a cross-origin hop (and keeps it on an http→https upgrade of the
+        same host); this strips our token, in any placement, from every hop that leaves the configured servers.
+        Needed with ``token_placement="header"`` or ``"query"``; harmless (and stricter) with the default."""
         if _origin(request.url) not in self._origins:
             self._strip(request)
 
@@ -367,7 +434,7 @@ class NacosTokenAuth(httpx.Auth):
                 return
             self._hooks.count("rejections")
             self._hooks.emit(TokenEvent("rejection", outcome=kind.value, fingerprint=token.fingerprint,
-                                        error=rejection_message(response)))
+                                        error=rejection_message(response, secrets=(token.value,))))
             if kind not in self._relogin_kinds:
                 return  # a permission denial (or a replaced session): the response goes back as it is
             verdict: RejectionVerdict = yield _Reject(token)
@@ -385,7 +452,7 @@ class NacosTokenAuth(httpx.Auth):
                 try:
                     yield _Renew(ticket)
                 except NacosTokenError as exc:
-                    log.warning("re-login after a rejection failed: %s", type(exc).__name__)
+                    log.warning("re-login after a rejection failed: %s", public_name(exc))
                 return
             try:
                 fresh: Token = yield _NeedToken(ticket)
@@ -395,7 +462,7 @@ class NacosTokenAuth(httpx.Auth):
             except (AuthenticationError, LoginResponseError):
                 raise  # the credentials (or the server's answers) are wrong: a clear error beats a stale 403
             except NacosTokenError as exc:
-                log.warning("no token for a replay (%s); the rejected response goes back", type(exc).__name__)
+                log.warning("no token for a replay (%s); the rejected response goes back", public_name(exc))
                 return
             self._attach(request, fresh)
             self._hooks.count("replays")

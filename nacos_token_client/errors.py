@@ -18,6 +18,8 @@ Rejected requests are *not* errors: a 403 that a re-login cannot fix comes back 
 
 from __future__ import annotations
 
+from typing import Literal, cast
+
 __all__ = [
     "AuthenticationError",
     "ConfigurationError",
@@ -27,7 +29,13 @@ __all__ = [
     "PermissionDeniedError",
     "RequestFailedError",
     "StoreError",
+    "ErrorName",
+    "public_name",
 ]
+
+#: The names of the classes in the tree: what ``TokenEvent.outcome`` is for a ``failure`` event.
+ErrorName = Literal["NacosTokenError", "ConfigurationError", "AuthenticationError", "LoginUnavailableError",
+                    "LoginResponseError", "StoreError", "RequestFailedError", "PermissionDeniedError"]
 
 
 class NacosTokenError(Exception):
@@ -98,3 +106,12 @@ class RequestFailedError(NacosTokenError):
 
 class PermissionDeniedError(RequestFailedError):
     """The token is fine but the user may not touch this resource; logging in again cannot help."""
+
+
+def public_name(error: NacosTokenError) -> ErrorName:
+    """The name of ``error``'s nearest class in the tree above, for logs and events: internal subclasses
+    (``TransientLoginError``, ``StormBackOff`` …) are details a user cannot catch by name."""
+    for cls in type(error).__mro__:
+        if cls.__module__ == __name__ and cls.__name__ in __all__:
+            return cast(ErrorName, cls.__name__)
+    return "NacosTokenError"  # unreachable: every NacosTokenError has it in its MRO

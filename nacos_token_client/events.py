@@ -10,12 +10,32 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
+from .errors import ErrorName
 from .lifecycle import RefreshReason
+from .redaction import redact
 
-__all__ = ["AuthStats", "EventHooks", "TokenEvent"]
+__all__ = ["AuthStats", "EventHooks", "EventKind", "EventOutcome", "TokenEvent"]
 
 log = logging.getLogger("nacos_token_client")
+
+# Literal aliases rather than Enums: the values stay plain ``str``, so ``event.kind == "login"``, hashing, JSON,
+# f-strings and ``match`` on strings behave exactly as before, while mypy checks what is built and (with
+# ``strict_equality``) flags a comparison with a value that can never occur. ``typing.get_args`` lists them.
+
+#: What happened: see :class:`TokenEvent`.
+EventKind = Literal["login", "adopt", "failure", "invalidate", "rejection", "replay", "snapshot"]
+LoginOutcome = Literal["ok", "same_token", "from_store", "superseded"]
+InvalidateOutcome = Literal["dropped", "kept"]
+ReplayOutcome = Literal["sent", "rejected_again", "not_replayable", "gave_up", "backing_off"]
+#: The values of :class:`~nacos_token_client.protocol.RejectionKind`.
+RejectionOutcome = Literal["none", "token", "permission", "missing", "replaced", "kicked_out"]
+#: How it ended, by kind: a login's, an invalidation's, a replay's, a rejection's kind, ``served`` (snapshot), the
+#: error's class in the error tree or ``fleet_backoff`` (failure: another process's failed login is waited out),
+#: or ``""``.
+EventOutcome = Literal[LoginOutcome, InvalidateOutcome, ReplayOutcome, RejectionOutcome, ErrorName, "served",
+                       "fleet_backoff", ""]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,20 +44,21 @@ class TokenEvent:
 
     ``kind``: ``login`` (outcome ``ok``, ``same_token``, ``from_store``, or ``superseded``: a login begun before
     a rejection was seen, whose token is not used), ``adopt`` (a token another process
-    put in a shared store), ``failure`` (outcome: the error type; ``error``: its message), ``invalidate``
-    (``dropped``/``kept``), ``rejection`` (outcome: the rejection kind; ``error``: the server's message),
-    ``replay`` (``sent``, ``rejected_again``, ``not_replayable``, ``gave_up`` after two replays, or
+    put in a shared store), ``failure`` (outcome: the error's class in the error tree; ``error``: its message),
+    ``invalidate`` (``dropped``/``kept``), ``rejection`` (outcome: the rejection kind; ``error``: the server's
+    message), ``replay`` (``sent``, ``rejected_again``, ``not_replayable``, ``gave_up`` after two replays, or
     ``backing_off``: fresh tokens keep being rejected, so the rejected response goes back as it is; ``duration``
     is then the back-off left), ``snapshot`` (``served``: a wrapper client with
     ``snapshot_dir`` answered ``get_config`` from disk because no server could be reached; ``error``: why).
     ``duration`` is in seconds where it applies. ``reason`` (a :class:`~nacos_token_client.RefreshReason`) says
     why a login started; ``fingerprint`` identifies the token involved (never the token itself); ``server`` is the
-    server a login went to, ``attempts`` how many login attempts (or replays) it took.
+    server a login went to, ``attempts`` how many login attempts (or replays) it took. ``error`` holds server text
+    with the password, the token and token-like strings redacted.
     """
 
-    kind: str
+    kind: EventKind
     reason: RefreshReason | None = None
-    outcome: str = ""
+    outcome: EventOutcome = ""
     fingerprint: str | None = None
     server: str | None = None
     attempts: int | None = None
@@ -47,16 +68,16 @@ class TokenEvent:
 
 @dataclass(frozen=True, slots=True)
 class AuthStats:
-    """Counters of one auth object (a snapshot: read ``auth.stats`` again for fresh numbers).
+    """Counters of **one auth object** (a snapshot), not of its identity: auth objects that share an identity
+    share its token and its logins, and each counts what its own requests did — a login is counted by the
+    object whose request (or background refresh) led it; the others count a wait or a cache hit.
 
-    Per auth object, not per identity: auth objects with the same identity share one token, and a login counts
-    in the stats of the object whose request led it. ``logins``: logins the server answered with a token
-    (superseded ones included; a token adopted from a shared store is not one); ``failures``: logins that failed
-    after their retries; ``cache_hits``: requests served the
-    cached token on the lock-free path; ``waits``: requests that waited for a login in flight (or a pause between
-    logins) and ``wait_seconds`` their total wait; ``rejections``: 401/403 answers classified (token problems and
-    permission denials alike); ``replays``: rejected requests sent again with a fresh token; ``invalidations``:
-    ``invalidate()`` calls that dropped a token.
+    ``logins``/``failures``: logins this object led that succeeded / failed as a whole (retries included);
+    ``cache_hits``: requests that found a usable token at once; ``waits``: requests that blocked before they had
+    a token — waiting for a login in flight or a back-off, or leading a login themselves because the cached token
+    had expired (or neared expiry), was dropped or refused; a request leading the very first login is counted
+    only in ``logins`` — and ``wait_seconds`` the time they spent blocked; ``rejections``, ``replays``,
+    ``invalidations`` (tokens dropped).
     """
 
     logins: int = 0
@@ -100,10 +121,12 @@ class EventHooks:
         if event.kind == "invalidate" and event.outcome == "dropped":
             self.count("invalidations")
         if event.kind in ("login", "failure"):
+            # a failure is a login that failed as a whole (every retry spent): the one WARNING of a failed login
             level = logging.INFO if event.kind == "login" else logging.WARNING
-            log.log(level, "token %s: reason=%s outcome=%s fingerprint=%s server=%s attempts=%s",
+            detail = f" error={redact(event.error)}" if event.error else ""
+            log.log(level, "token %s: reason=%s outcome=%s fingerprint=%s server=%s attempts=%s%s",
                     event.kind, event.reason.value if event.reason else None, event.outcome, event.fingerprint,
-                    event.server, event.attempts)
+                    event.server, event.attempts, detail)
         else:
             log.debug("token %s: outcome=%s fingerprint=%s", event.kind, event.outcome, event.fingerprint)
         if self.on_event is not None:

@@ -298,7 +298,9 @@ class LoginClient:
         self._next_server += 1  # the next attempt goes to the next server
         if self.timer() >= deadline and not isinstance(exc, _DeadlinePassed):
             exc = _DeadlinePassed(f"login to {server} did not finish by its deadline")
-        log.warning("nacos login to %s failed (%s)", server, _describe(exc))
+        # INFO, not WARNING: another attempt (or server) may still succeed; a login that fails as a whole is
+        # reported once, at WARNING, by its failure event. ``server`` is the one that just failed.
+        log.info("nacos login attempt to %s failed: %s", server, _describe(exc))
         if isinstance(exc, TransientLoginError):
             return exc
         return TransientLoginError(f"login to {server} failed: {type(exc).__name__}")
@@ -323,10 +325,11 @@ class LoginClient:
         return request
 
     def _accept(self, server: ServerAddress, api: Literal["v1", "v3"], status: int, body: bytes,
-                sent_at: float) -> LoginResult | None:
-        """A login answer as a result, or None when ``api="auto"`` should fall back from v3 to v1."""
+                sent_at: float, *, password: str) -> LoginResult | None:
+        """A login answer as a result, or None when ``api="auto"`` should fall back from v3 to v1. Error text
+        the server sent back has ``password`` redacted (a proxy may echo the form)."""
         try:
-            answer = parse_login_response(status, body, server=str(server))
+            answer = parse_login_response(status, body, server=str(server), secrets=(password,))
         except LoginEndpointMissing:
             if self.api == "auto" and api == "v3":
                 return None
@@ -352,7 +355,7 @@ class LoginClient:
                 sent_at = self.clock()
                 status, body = yield self._request(server, api, password, deadline)
                 try:
-                    result = self._accept(server, api, status, body, sent_at)
+                    result = self._accept(server, api, status, body, sent_at, password=password)
                 except AuthenticationError:
                     fresh = self._changed_password(password, retried)
                     if fresh is None:

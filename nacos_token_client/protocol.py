@@ -7,6 +7,7 @@ turned into a value or a typed error from ``errors.py``, never a ``KeyError``/``
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import math
 import re
@@ -20,6 +21,7 @@ import jwt
 
 from .errors import AuthenticationError, ConfigurationError, LoginResponseError, LoginUnavailableError
 from .lifecycle import fingerprint
+from .redaction import redact
 
 __all__ = [
     "ApiVersion",
@@ -91,15 +93,31 @@ def _normalise_context(path: str) -> str:
     return "/" + path.strip("/")
 
 
+def _valid_host(host: str) -> bool:
+    """A DNS name (letters, digits, ``-``, ``_``, dots; IDNA names too), an IPv4 or a bracketed IPv6 address."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return True
+    return all(ch.isalnum() or ch in "-._" for ch in host) and not host.startswith(("-", "."))
+
+
 def parse_server_addresses(value: str | Sequence[str], *, context_path: str = "/nacos") -> tuple[ServerAddress, ...]:
-    """``"host:port"``, ``"http(s)://host:port[/context]"``, a comma-separated string of those, or a list."""
+    """``"host:port"``, ``"http(s)://host:port[/context]"``, a comma-separated string of those, or a list.
+
+    Anything else is refused with a :class:`ConfigurationError` naming ``server_addresses``: a port outside
+    1-65535, a host with spaces, credentials, and a query or fragment — which a server address has no place for
+    (requests would silently go without it).
+    """
     items: list[str] = []
     if isinstance(value, str):
         items = value.split(",")
     elif isinstance(value, Sequence):
         for item in value:
             if not isinstance(item, str):
-                raise ConfigurationError(f"server addresses must be strings, got {type(item).__name__}")
+                raise ConfigurationError(f"server_addresses must be strings, got {type(item).__name__}")
             items.extend(item.split(","))
     else:
         raise ConfigurationError(f"server_addresses must be a string or a list of strings, got {type(value).__name__}")
@@ -112,24 +130,34 @@ def parse_server_addresses(value: str | Sequence[str], *, context_path: str = "/
         parts = urlsplit(raw if has_scheme else f"http://{raw}")
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise ConfigurationError(f"unsupported scheme in server address {raw!r}")
+            raise ConfigurationError(f"server_addresses: unsupported scheme in {raw!r} (http or https)")
+        if parts.username or parts.password or "@" in parts.netloc:  # first: later messages repeat the address
+            raise ConfigurationError("server_addresses must not carry credentials; use username=/password=")
+        if parts.query or parts.fragment or "?" in raw or "#" in raw:  # the query is not repeated: it may hold secrets
+            bare = raw.split("?", 1)[0].split("#", 1)[0]
+            raise ConfigurationError(f"server_addresses: {bare!r} has a query or fragment ('?…' or '#…'); a server "
+                                     "address cannot carry one, so it is refused rather than dropped")
         try:
             port = parts.port
-        except ValueError as exc:
-            raise ConfigurationError(f"bad port in server address {raw!r}") from exc
+        except ValueError:
+            raise ConfigurationError(f"server_addresses: bad port in {raw!r} (1-65535)") from None
         host = parts.hostname
         if not host:
-            raise ConfigurationError(f"no host in server address {raw!r}")
-        if parts.username or parts.password:
-            raise ConfigurationError("server addresses must not carry credentials; use username=/password=")
+            raise ConfigurationError(f"server_addresses: no host in {raw!r}")
+        if not _valid_host(host):
+            raise ConfigurationError(f"server_addresses: {host!r} in {raw!r} is not a host name or IP address")
         if port is None:
             port = (443 if scheme == "https" else 80) if has_scheme else DEFAULT_PORT
+        if not 1 <= port <= 65535:
+            raise ConfigurationError(f"server_addresses: bad port in {raw!r} (1-65535)")
+        if any(ch.isspace() for ch in parts.path) or any(s in (".", "..") for s in parts.path.split("/")):
+            raise ConfigurationError(f"server_addresses: bad path in {raw!r}")
         ctx = _normalise_context(parts.path) if parts.path not in ("", "/") else default_context
         server = ServerAddress(scheme, host, port, ctx)
         if server not in servers:
             servers.append(server)
     if not servers:
-        raise ConfigurationError("no server address given")
+        raise ConfigurationError("server_addresses: no server address given")
     return tuple(servers)
 
 
@@ -172,20 +200,25 @@ class LoginEndpointMissing(LoginResponseError):
 _CREDENTIAL_500 = re.compile(r"caused:\s*User\b.*\bnot found", re.IGNORECASE | re.DOTALL)
 
 
-def _short_text(body: bytes, limit: int = 200) -> str:
-    text = body[:limit * 4].decode("utf-8", "replace").strip()
+def _short_text(body: bytes, limit: int = 200, secrets: Sequence[str] = ()) -> str:
+    """The start of a server's text, on one line, with secrets redacted *before* it is cut short (a secret cut
+    in half would no longer be recognised)."""
+    text = redact(body[:8192].decode("utf-8", "replace").strip(), secrets)
     text = " ".join(text.split())
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
-def parse_login_response(status_code: int, body: bytes, *, server: str = "") -> LoginAnswer:
+def parse_login_response(status_code: int, body: bytes, *, server: str = "",
+                         secrets: Sequence[str] = ()) -> LoginAnswer:
     """Turn a login answer into a :class:`LoginAnswer` or a typed error.
 
-    The body is never echoed when it could carry a token (a 200); error bodies are short server messages.
+    The body is never echoed when it could carry a token (a 200); error bodies are short server messages, with
+    ``secrets`` (the password sent), ``password=`` fields and token-like strings redacted: a proxy may echo the
+    login form back.
     """
     where = f" from {server}" if server else ""
     if status_code in (401, 403):
-        message = _short_text(body) or f"HTTP {status_code}"
+        message = _short_text(body, secrets=secrets) or f"HTTP {status_code}"
         raise AuthenticationError(f"login refused{where}: {message}", status_code=status_code, server=server)
     if status_code == 500 and _CREDENTIAL_500.search(body[:4096].decode("utf-8", "replace")):
         raise AuthenticationError(f"login refused{where}: unknown user (HTTP 500)", status_code=500, server=server)
@@ -193,10 +226,10 @@ def parse_login_response(status_code: int, body: bytes, *, server: str = "") -> 
         raise LoginEndpointMissing(f"login endpoint not found{where} (HTTP {status_code}); check context_path and api",
                                    server=server)
     if status_code >= 500 or status_code in (408, 425, 429):
-        raise TransientLoginError(f"login failed{where}: HTTP {status_code} {_short_text(body, 80)}".rstrip())
+        raise TransientLoginError(f"login failed{where}: HTTP {status_code} {_short_text(body, 80, secrets)}".rstrip())
     if status_code != 200:
-        raise LoginResponseError(f"unexpected login answer{where}: HTTP {status_code} {_short_text(body, 80)}".rstrip(),
-                                 server=server)
+        shown = _short_text(body, 80, secrets)
+        raise LoginResponseError(f"unexpected login answer{where}: HTTP {status_code} {shown}".rstrip(), server=server)
     if len(body) > MAX_LOGIN_BODY:
         raise LoginResponseError(f"login answer{where} is too large ({len(body)} bytes)", server=server)
     try:
@@ -321,9 +354,11 @@ def classify_rejection_message(status_code: int, text: str) -> RejectionKind:
     return RejectionKind.PERMISSION
 
 
-def rejection_message(response: httpx.Response, limit: int = 120) -> str:
-    """The server's words for a rejection (Spring's ``message``, or the text), shortened; never a token."""
-    return " ".join(_message_of(response.content[:8192].decode("utf-8", "replace")).split())[:limit]
+def rejection_message(response: httpx.Response, limit: int = 120, secrets: Sequence[str] = ()) -> str:
+    """The server's words for a rejection (Spring's ``message``, or the text), shortened; token-like strings and
+    ``secrets`` (the token sent) redacted."""
+    message = redact(_message_of(response.content[:8192].decode("utf-8", "replace")), secrets)
+    return " ".join(message.split())[:limit]
 
 
 def classify_rejection(response: httpx.Response) -> RejectionKind:

@@ -34,8 +34,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .errors import NacosTokenError
-from .events import EventHooks, TokenEvent
+from .errors import NacosTokenError, public_name
+from .events import EventHooks, LoginOutcome, TokenEvent
 from .lifecycle import Action, Decision, Lease, Owner, RefreshReason, RejectionVerdict, Ticket, Token, TokenLifecycle
 from .login import LoginClient, LoginResult
 from .stores.base import FleetBackOff, FleetBackOffStore, TokenStore
@@ -422,12 +422,14 @@ class TokenSource:
                                   functools.partial(self._lead_flow, decision, True))
                     yield Spawn(background, pending)
                     return decision.token
+                # A wait: this request blocks for a login in flight or a back-off, or leads a login itself because
+                # the token it had expired, was dropped or refused (the very first login is only a login).
+                if waited_since is None and (action is Action.WAIT or decision.reason is not RefreshReason.ABSENT):
+                    waited_since = self.timer()
+                    self.hooks.count("waits")
                 if action is Action.LOGIN:
                     yield from self._lead_flow(decision, False)
                 else:  # WAIT
-                    if waited_since is None:
-                        waited_since = self.timer()
-                        self.hooks.count("waits")
                     yield WaitFor(wake, decision.wait)
         finally:
             if waited_since is not None:
@@ -657,7 +659,7 @@ class TokenSource:
                                                  now=self.clock())
         self.state.ended(lease)
         self.hooks.count("logins")
-        label = "superseded" if not outcome.installed else "same_token" if outcome.same_token else "ok"
+        label: LoginOutcome = "superseded" if not outcome.installed else "same_token" if outcome.same_token else "ok"
         self.hooks.emit(TokenEvent("login", reason=reason, outcome=label, fingerprint=outcome.token.fingerprint,
                                    server=str(result.server), attempts=result.attempts,
                                    duration=self.clock() - result.sent_at))
@@ -670,11 +672,11 @@ class TokenSource:
             until = self._core.login_failed(lease, error, self.clock(), self.timer())
         self.state.ended(lease)
         self.hooks.count("failures")
-        self.hooks.emit(TokenEvent("failure", reason=reason, outcome=type(error).__name__,
+        self.hooks.emit(TokenEvent("failure", reason=reason, outcome=public_name(error),
                                    duration=self.timer() - started, error=str(error)))
         if background:
             log.warning("background token refresh failed (%s: %s); still serving the current token",
-                        type(error).__name__, error)
+                        public_name(error), error)
         return until
 
     def _fleet_backing_off(self, lease: Lease, recorded: FleetBackOff, reason: RefreshReason | None,

@@ -14,6 +14,15 @@ def is_login(request: httpx.Request) -> bool:
     return request.url.path.endswith(("/auth/login", "/auth/user/login", "/auth/users/login"))
 
 
+def token_of(request: httpx.Request) -> str | None:
+    """The token a request carries, wherever the placement put it (bearer, ``accessToken`` header or query)."""
+    bearer: str = request.headers.get("Authorization", "")
+    if bearer.startswith("Bearer "):
+        return bearer[len("Bearer "):]
+    found: str | None = request.headers.get("accessToken") or request.url.params.get("accessToken")
+    return found
+
+
 class RecordingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """Delegates to ``inner`` and keeps every request it saw."""
 
@@ -34,7 +43,7 @@ class RecordingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
     def tokens_sent(self) -> list[str | None]:
-        return [r.headers.get("accessToken") for r in self.requests if not is_login(r)]
+        return [token_of(r) for r in self.requests if not is_login(r)]
 
     def logins(self) -> int:
         return sum(1 for r in self.requests if is_login(r))

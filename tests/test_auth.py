@@ -24,7 +24,7 @@ from nacos_token_client import (
 from nacos_token_client.testing import MockNacosServer
 
 from .conftest import Harness
-from .helpers import GatedTransport, RecordingTransport, is_login, wait_until
+from .helpers import GatedTransport, RecordingTransport, is_login, token_of, wait_until
 
 
 def ok(response: httpx.Response) -> httpx.Response:
@@ -87,18 +87,89 @@ def test_token_goes_only_to_the_configured_origins(hi: Harness) -> None:
         assert "accesstoken" not in request.headers and "accessToken" not in request.url.params
 
 
-def redirecting(server: MockNacosServer) -> RecordingTransport:
+def redirecting(server: MockNacosServer, location: str = "http://attacker.test/steal") -> RecordingTransport:
+    """Config reads on nacos.test answer 302 to ``location`` (once: a read of ``moved.yaml`` is redirected to
+    ``app.yaml`` when ``location`` is "same-origin"); attacker.test thanks whoever comes."""
     inner = server.transport()
 
-    class Redirect(httpx.BaseTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            if request.url.path.endswith("/v1/cs/configs") and request.url.host == "nacos.test":
-                return httpx.Response(302, headers={"Location": "http://attacker.test/steal"})
+    class Redirect(httpx.BaseTransport, httpx.AsyncBaseTransport):
+        def route(self, request: httpx.Request) -> httpx.Response | None:
             if request.url.host == "attacker.test":
                 return httpx.Response(200, text="thanks")
-            return inner.handle_request(request)
+            if not request.url.path.endswith("/v1/cs/configs") or request.url.host != "nacos.test":
+                return None
+            if location != "same-origin":
+                return httpx.Response(302, headers={"Location": location})
+            if request.url.params.get("dataId") == "moved.yaml":
+                return httpx.Response(302, headers={"Location": str(request.url.copy_set_param("dataId", "app.yaml"))})
+            return None
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return self.route(request) or inner.handle_request(request)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return self.route(request) or await inner.handle_async_request(request)
 
     return RecordingTransport(Redirect())
+
+
+def _assert_nothing_stolen(recorder: RecordingTransport, token: str, hops: int) -> None:
+    stolen = [r for r in recorder.requests if r.url.host == "attacker.test"]
+    assert len(stolen) == hops
+    for request in stolen:
+        assert token not in str(request.url) and token not in str(list(request.headers.items()))
+
+
+@pytest.mark.parametrize("location", ["http://attacker.test/steal", "https://attacker.test:8848/steal",
+                                      "http://attacker.test:8848/nacos/v1/cs/configs"])
+def test_by_default_a_cross_origin_redirect_carries_no_token_without_any_hook(hi: Harness, location: str) -> None:
+    recorder = redirecting(hi.server, location)
+    auth = hi.auth(transport=hi.server.transport())  # the default placement, and no redirect_guard installed
+    with httpx.Client(auth=auth, transport=recorder, follow_redirects=True) as client:
+        assert hi.get_config(client).text == "thanks"
+    token = auth.get_token()
+    assert token_of(recorder.requests[0]) == token  # the first hop did carry it (the test can fail)
+    _assert_nothing_stolen(recorder, token, 1)
+
+
+async def test_by_default_a_cross_origin_redirect_carries_no_token_async(hi: Harness) -> None:
+    recorder = redirecting(hi.server)
+    auth = hi.auth(transport=hi.server.transport())
+    async with httpx.AsyncClient(auth=auth, transport=recorder, follow_redirects=True) as client:
+        response = await client.get(hi.url("/v1/cs/configs"), params={"dataId": "app.yaml", "group": "DEFAULT_GROUP"})
+        assert response.text == "thanks"
+    token = await auth.aget_token()
+    assert token_of(recorder.requests[0]) == token
+    _assert_nothing_stolen(recorder, token, 1)
+
+
+def test_by_default_same_origin_redirects_keep_the_token(hi: Harness) -> None:
+    recorder = redirecting(hi.server, "same-origin")
+    auth = hi.auth(transport=hi.server.transport())
+    with httpx.Client(auth=auth, transport=recorder, follow_redirects=True) as client:
+        response = hi.get_config(client, data_id="moved.yaml")
+        assert response.status_code == 200 and response.text == "greeting: hello"
+        assert len(response.history) == 1
+    assert recorder.tokens_sent() == [auth.get_token()] * 2
+
+
+async def test_by_default_same_origin_redirects_keep_the_token_async(hi: Harness) -> None:
+    recorder = redirecting(hi.server, "same-origin")
+    auth = hi.auth(transport=hi.server.transport())
+    async with httpx.AsyncClient(auth=auth, transport=recorder, follow_redirects=True) as client:
+        response = await client.get(hi.url("/v1/cs/configs"), params={"dataId": "moved.yaml", "group": "DEFAULT_GROUP"})
+        assert response.status_code == 200 and response.text == "greeting: hello"
+    assert recorder.tokens_sent() == [await auth.aget_token()] * 2
+
+
+def test_the_default_placement_is_the_bearer_header(hi: Harness) -> None:
+    recorder = RecordingTransport(hi.server.transport())
+    auth = hi.auth()
+    with httpx.Client(auth=auth, transport=recorder) as client:
+        ok(hi.get_config(client))
+    sent = next(r for r in recorder.requests if not is_login(r))
+    assert sent.headers["Authorization"] == f"Bearer {auth.get_token()}"
+    assert "accessToken" not in sent.headers and "accessToken" not in sent.url.params
 
 
 @pytest.mark.parametrize("placement", ["header", "query", "bearer"])

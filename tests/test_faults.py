@@ -32,7 +32,7 @@ from nacos_token_client import (
 from nacos_token_client.testing import MockNacosServer
 
 from .conftest import FakeClock, Harness
-from .helpers import GatedTransport, is_login, wait_until
+from .helpers import GatedTransport, is_login, token_of, wait_until
 from .test_concurrency import thread_herd
 from .test_stores import RedisServer
 
@@ -415,7 +415,7 @@ class UploadServer(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if is_login(request):
             return self.inner.handle_request(request)
-        token = request.headers.get("accessToken")
+        token = token_of(request)
         if self.first_token is None:
             self.first_token = token
         if token == self.first_token:

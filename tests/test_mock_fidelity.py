@@ -119,6 +119,35 @@ def test_2_unknown_user_credentials_on_a_resource_AuthFilter_AbstractWebAuthFilt
         assert (response.status_code, response.content) == (200, b"")  # the 3.x filter only logs the exception
 
 
+# -- 2b. where a resource request's token is found: HttpIdentityContextBuilder, NacosAuthPluginService ------------
+
+@pytest.mark.parametrize("version", ["2.2", "2.5", "3.1"])
+def test_2b_token_resolution_HttpIdentityContextBuilder_NacosAuthPluginService_resolveToken(version: str) -> None:
+    """Identical in 2.2.3, 2.5.1, 3.0.3 and the 3.1 snapshot: ``Authorization`` and ``accessToken`` are read from
+    headers then parameters (names case-insensitive, a parameter overwriting a header); a non-blank
+    ``Authorization`` starting with ``Bearer `` is the token (even when nothing follows the prefix, and then
+    ``accessToken`` is not looked at); otherwise ``accessToken``."""
+    with serve(nacos_version=version) as (server, client, _):
+        server.set_config("app", "v1")
+        tok = token(client)
+        sent = {"dataId": "app", "group": "DEFAULT_GROUP"}
+
+        def read(headers: dict[str, str], **params: str) -> httpx.Response:
+            return client.get(CONFIGS, params={**sent, **params}, headers=headers)
+
+        assert read({"Authorization": f"Bearer {tok}"}).text == "v1"
+        assert read({"Authorization": f"Bearer {tok}", "accessToken": "junk"}).text == "v1"  # Bearer first
+        assert read({"Authorization": "Basic abc", "accessToken": tok}).text == "v1"  # not Bearer: accessToken
+        assert read({}, Authorization=f"Bearer {tok}").text == "v1"  # the name is read from parameters too
+        assert read({}, accesstoken=tok).text == "v1"  # names are case-insensitive
+        assert read({"Authorization": "Bearer junk"}, Authorization=f"Bearer {tok}").text == "v1"  # param wins
+        assert read({"Authorization": f"bearer {tok}"}).status_code == 403  # the prefix is case-sensitive
+        assert read({"Authorization": f"Bearer  {tok}"}).status_code == 403  # not stripped: " <token>" is invalid
+        # "Bearer " with nothing after it is the (blank) token: accessToken is not read, credentials are
+        assert read({"Authorization": "Bearer "}, accessToken=tok).status_code == 403
+        assert read({"Authorization": "Bearer "}, username="nacos", password="nacos").text == "v1"
+
+
 # -- 3. a deleted user's token: AbstractAuthenticationManager.authenticate(token), NacosRoleServiceImpl ------------
 
 @pytest.mark.parametrize("version", ["2.5", "3.1"])

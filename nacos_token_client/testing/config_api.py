@@ -38,12 +38,22 @@ class _Invalid(Exception):
 
 
 def resource_token(request: MockRequest, params: dict[str, str]) -> str | None:
-    """Where the filter finds a token (HttpIdentityContextBuilder, then the plugin's resolveToken):
-    ``Authorization: Bearer``, then ``accessToken`` as a parameter, then as a header."""
-    bearer = request.headers.get("authorization", "")
-    if bearer.startswith("Bearer ") and bearer[7:].strip():
-        return bearer[7:].strip()
-    return params.get("accessToken") or request.headers.get("accesstoken") or None
+    """Where the filter finds a token, identically in 2.2.3, 2.5.1, 3.0.3 and the 3.1 snapshot.
+
+    ``auth/.../context/HttpIdentityContextBuilder.java`` collects the plugin's identity names (``Authorization``
+    and ``accessToken``, ``NacosAuthPluginService.IDENTITY_NAMES``) from the headers, then from the parameters —
+    names compared case-insensitively, a parameter overwriting a header. ``NacosAuthPluginService.resolveToken``
+    then takes a non-blank ``Authorization`` starting with ``Bearer `` (case-sensitive) as the token — the rest
+    unstripped, and even when blank, in which case ``accessToken`` is not looked at and the credentials are —
+    else ``accessToken``."""
+    identity: dict[str, str] = {}
+    for name, value in (*request.headers.items(), *params.items()):
+        if name.lower() in ("authorization", "accesstoken"):
+            identity[name.lower()] = value
+    bearer = identity.get("authorization", "")
+    if not is_blank(bearer) and bearer.startswith("Bearer "):
+        return bearer[len("Bearer "):]
+    return identity.get("accesstoken") or None
 
 
 def config_resource(tenant: str | None, group: str | None, data_id: str | None) -> str:

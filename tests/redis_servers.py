@@ -102,8 +102,8 @@ class RedisCluster:
             subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                             "--cluster-replicas", "0", "--cluster-yes"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-            for node in self.nodes:
-                wait_for("cluster_state:ok", lambda n=node: b"cluster_state:ok" in ask(n.port, "CLUSTER", "INFO"))
+            wait_for("cluster_state:ok", lambda: all(b"cluster_state:ok" in ask(n.port, "CLUSTER", "INFO")
+                                                      for n in self.nodes))
         except BaseException:
             self.stop()
             raise

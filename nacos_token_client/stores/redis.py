@@ -143,12 +143,13 @@ class RedisTokenStore:
             scheme, sep, rest = url.partition("://")
             if sep and scheme.lower() in _CLUSTER_SCHEMES:
                 url, cluster = f"{_CLUSTER_SCHEMES[scheme.lower()]}://{rest}", True
-            options: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+            options: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout,
+                                       "retry": _quick_retry()}
             sync_class = redis.cluster.RedisCluster if cluster else redis.Redis
             async_class = redis.asyncio.cluster.RedisCluster if cluster else redis.asyncio.Redis
             self._make_sync = lambda: sync_class.from_url(url, **options)
             if asyncio:
-                self._async_factory = lambda: async_class.from_url(url, **options)
+                self._async_factory = lambda: async_class.from_url(url, **{**options, "retry": _quick_retry(True)})
             self._describe = f"{'cluster ' if cluster else ''}{_host_of(rest)}"
         elif isinstance(url_or_client, async_types):
             if not isinstance(sync_client, sync_types):
@@ -185,15 +186,21 @@ class RedisTokenStore:
         sync_sentinel: Any = redis.sentinel.Sentinel  # (untyped in redis-py)
         async_sentinel: Any = redis.asyncio.sentinel.Sentinel
         nodes = [(str(host), int(port)) for host, port in sentinels]
-        options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, **connection_kwargs}
+        quick = _quick_retry()
+        options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, "retry": quick,
+                   **connection_kwargs}
         towards_sentinels = dict(sentinel_kwargs) if sentinel_kwargs is not None else {
-            "socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+            "socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, "retry": quick}
         client = sync_sentinel(nodes, sentinel_kwargs=towards_sentinels, **options).master_for(service_name)
         store = cls(client, prefix=prefix, lock_ttl=lock_ttl, socket_timeout=socket_timeout, clock=clock)
         store._describe = f"sentinel {service_name}"
         if asyncio:
+            def async_options(given: dict[str, Any]) -> dict[str, Any]:
+                return {**given, "retry": _quick_retry(True)} if given.get("retry") is quick else given
+
             store._async_factory = lambda: async_sentinel(
-                nodes, sentinel_kwargs=dict(towards_sentinels), **options).master_for(service_name)
+                nodes, sentinel_kwargs=async_options(towards_sentinels), **async_options(options)).master_for(
+                service_name)
         return store
 
     def __repr__(self) -> str:
@@ -440,6 +447,17 @@ class RedisTokenStore:
             log.warning("the Redis login lock expired before its release; the login took over %.0f s", self.lock_ttl)
         else:
             self._unavailable("unlock", exc)
+
+
+def _quick_retry(asynchronous: bool = False) -> Any:
+    """One quick retry (redis-py's default backs off for seconds): a store is never worth waiting for, the client
+    logs in without it. An async client needs redis-py's async Retry (it sleeps without blocking the loop)."""
+    import redis.asyncio.retry  # noqa: PLC0415 - an optional dependency
+    import redis.retry  # noqa: PLC0415
+    from redis.backoff import ExponentialWithJitterBackoff  # noqa: PLC0415
+
+    retry_class: Any = redis.asyncio.retry.Retry if asynchronous else redis.retry.Retry
+    return retry_class(ExponentialWithJitterBackoff(base=0.02, cap=0.1), 1)
 
 
 def _host_of(rest: str) -> str:

@@ -492,12 +492,14 @@ class TokenSource:
         end = self.timer() + seconds
         while True:
             slice_ = min(LOCK_SLICE, max(end - self.timer(), 0.0))
-            attempt: asyncio.Future[AbstractContextManager[bool] | _LockFailed | None]
+            attempt: _Attempt
+            waited: Awaitable[AbstractContextManager[bool] | _LockFailed | None]
             if native is not None:  # on this loop; shielded, so a cancelled waiter leaves it to finish and release
-                attempt = asyncio.ensure_future(_alock_attempt(native, key, slice_))
-                waited: Awaitable[AbstractContextManager[bool] | _LockFailed | None] = asyncio.shield(attempt)
+                task = asyncio.ensure_future(_alock_attempt(native, key, slice_))
+                attempt, waited = task, asyncio.shield(task)
             else:
-                waited = attempt = asyncio.wrap_future(_executor().submit(_lock_attempt, store, key, slice_))
+                attempt = _executor().submit(_lock_attempt, store, key, slice_)
+                waited = asyncio.wrap_future(attempt)
             try:
                 handle = await waited
             except BaseException:
@@ -655,7 +657,12 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _release_won(attempt: asyncio.Future[AbstractContextManager[bool] | _LockFailed | None]) -> None:
+#: a lock attempt: a task on the loop (a store's ``alock``), or a worker thread's future (its ``lock``)
+_Attempt = (asyncio.Future[AbstractContextManager[bool] | _LockFailed | None]
+            | concurrent.futures.Future[AbstractContextManager[bool] | _LockFailed | None])
+
+
+def _release_won(attempt: _Attempt) -> None:
     """A lock attempt finished after its waiter was cancelled: release what it won (a lock won on the loop is
     released by a task on that loop)."""
     if not attempt.cancelled() and attempt.exception() is None:
@@ -718,7 +725,8 @@ class _LoopLock(AbstractContextManager[bool]):
 _releases: set[asyncio.Task[None]] = set()
 
 
-async def _alock_attempt(store: AsyncTokenStore, key: str, seconds: float) -> _LoopLock | _LockFailed | None:
+async def _alock_attempt(store: AsyncTokenStore, key: str,
+                         seconds: float) -> AbstractContextManager[bool] | _LockFailed | None:
     """:func:`_lock_attempt` on the loop: the won lock, None (not had in time) or LOCK_FAILED."""
     try:
         manager = store.alock(key, seconds)

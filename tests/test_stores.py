@@ -405,31 +405,41 @@ async def test_a_thousand_tasks_on_an_async_redis_store_log_in_once_per_cycle_wi
     await store.aclose()
 
 
-async def test_a_cancelled_lock_waiter_releases_the_lock_it_wins(redis_single: Any, prefix: str,
-                                                                  clock: FakeClock) -> None:
-    store = RedisTokenStore(redis_single.url, prefix=prefix, asyncio=True)  # lock_ttl: 60 s
+@pytest.mark.parametrize("native", [True, False], ids=["redis.asyncio", "worker-threads"])
+async def test_a_cancelled_lock_waiter_releases_the_lock_it_wins(redis_single: Any, prefix: str, clock: FakeClock,
+                                                                  native: bool) -> None:
+    store = RedisTokenStore(redis_single.url, prefix=prefix, asyncio=native)  # lock_ttl: 60 s
+    assert store.serves_async() is native
     holder = RedisTokenStore(redis_single.url, prefix=prefix)
     server = MockNacosServer(clock=clock)
     server.login_delay = 0.3
     auth = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=store, clock=clock,
                           transport=server.transport(), login_timeout=30)
     key = auth.identity_key
-    for cancel_after in (0.0, 0.01, 0.05, 0.15):  # while its attempt wins the lock, or while it logs in under it
+    # cancelled while its attempt still polls a held lock, which is then freed (the attempt wins it after its waiter
+    # is gone); or cancelled just after the lock was freed; or while it logs in under the lock
+    for order, cancel_after in (("cancel-first", 0.0), ("cancel-first", 0.0), ("free-first", 0.01),
+                                ("free-first", 0.15)):
         await auth.ainvalidate()
         clock.advance(1.0)
         held = holder.lock(key, 1)
         assert held.__enter__() is True
         task = asyncio.create_task(auth.aget_token())
         await asyncio.sleep(0.25)  # the task waits for the lock, in short attempts
-        held.__exit__(None, None, None)  # free: the waiter's next attempt wins it within ~20 ms
-        await asyncio.sleep(cancel_after)
-        task.cancel()
+        if order == "cancel-first":
+            task.cancel()
+            held.__exit__(None, None, None)  # free within the attempt's slice: the orphaned attempt wins it
+        else:
+            held.__exit__(None, None, None)  # free: the waiter's next poll wins it within ~20 ms
+            await asyncio.sleep(cancel_after)
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await asyncio.sleep(0.3)  # the orphaned attempt has won (or given up) by now
         started = time.monotonic()
         while store.redis.exists(store.lock_key(key)) and time.monotonic() - started < 2:
             await asyncio.sleep(0.01)
-        assert not store.redis.exists(store.lock_key(key)), cancel_after  # released at once, not after 60 s
+        assert not store.redis.exists(store.lock_key(key)), (order, cancel_after)  # released, not after 60 s
         with holder.lock(key, 0.1) as again:
             assert again is True
     await store.aclose()

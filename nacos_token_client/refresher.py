@@ -29,8 +29,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ from .errors import NacosTokenError, public_name
 from .events import EventHooks, LoginOutcome, TokenEvent
 from .lifecycle import Action, Decision, Lease, Owner, RefreshReason, RejectionVerdict, Ticket, Token, TokenLifecycle
 from .login import LoginClient, LoginResult
-from .stores.base import FleetBackOff, FleetBackOffStore, TokenStore
+from .stores.base import AsyncFleetBackOffStore, AsyncTokenStore, FleetBackOff, FleetBackOffStore, TokenStore
 
 __all__ = ["Cancelled", "SharedState", "StormBackOff", "TokenSource", "shared_state"]
 
@@ -593,6 +593,23 @@ class TokenSource:
             return None
         if isinstance(command, StoreLock):
             return await self._lock_async(command.seconds)
+        if isinstance(command, StoreUnlock) and isinstance(command.handle, _LoopLock):
+            return await command.handle.release()
+        native = _native(store)
+        if native is not None:  # the store's own async client: no worker thread
+            if isinstance(command, StoreGet):
+                return await _astore_call(native.aget, key)
+            if isinstance(command, StorePut):
+                return await _astore_call(native.aput, key, command.token)
+            if isinstance(command, StoreDelete):
+                return await _astore_call(native.adelete, key, command.value)
+            if isinstance(command, BackOffGet | BackOffPut | BackOffClear) and isinstance(
+                    native, AsyncFleetBackOffStore):
+                if isinstance(command, BackOffGet):
+                    return await _astore_call(native.aget_backoff, key)
+                if isinstance(command, BackOffPut):
+                    return await _astore_call(native.aput_backoff, key, command.backoff)
+                return await _astore_call(native.aclear_backoff, key)
         call: Callable[[], Any]
         if isinstance(command, StoreUnlock):
             call = functools.partial(_unlock, command.handle)
@@ -612,11 +629,20 @@ class TokenSource:
         """Short lock attempts on a worker thread, so a cancelled waiter stops waiting within one slice; a lock
         won by an attempt whose waiter was cancelled is released at once."""
         store, key = self.state.store, self.state.key
+        native = _native(store)
         end = self.timer() + seconds
         while True:
-            attempt = _executor().submit(_lock_attempt, store, key, min(LOCK_SLICE, max(end - self.timer(), 0.0)))
+            slice_ = min(LOCK_SLICE, max(end - self.timer(), 0.0))
+            attempt: _Attempt
+            waited: Awaitable[AbstractContextManager[bool] | _LockFailed | None]
+            if native is not None:  # on this loop; shielded, so a cancelled waiter leaves it to finish and release
+                task = asyncio.ensure_future(_alock_attempt(native, key, slice_))
+                attempt, waited = task, asyncio.shield(task)
+            else:
+                attempt = _executor().submit(_lock_attempt, store, key, slice_)
+                waited = asyncio.wrap_future(attempt)
             try:
-                handle = await asyncio.wrap_future(attempt)
+                handle = await waited
             except BaseException:
                 attempt.add_done_callback(_release_won)
                 raise
@@ -786,12 +812,88 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _release_won(attempt: concurrent.futures.Future[AbstractContextManager[bool] | _LockFailed | None]) -> None:
-    """A lock attempt finished after its waiter was cancelled: release what it won."""
+#: a lock attempt: a task on the loop (a store's ``alock``), or a worker thread's future (its ``lock``)
+_Attempt = (asyncio.Future[AbstractContextManager[bool] | _LockFailed | None]
+            | concurrent.futures.Future[AbstractContextManager[bool] | _LockFailed | None])
+
+
+def _release_won(attempt: _Attempt) -> None:
+    """A lock attempt finished after its waiter was cancelled: release what it won (a lock won on the loop is
+    released by a task on that loop)."""
     if not attempt.cancelled() and attempt.exception() is None:
         handle = attempt.result()
-        if handle is not None and not isinstance(handle, _LockFailed):
+        if isinstance(handle, _LoopLock):
+            handle.release_soon()
+        elif handle is not None and not isinstance(handle, _LockFailed):
             _unlock(handle)
+
+
+def _native(store: TokenStore) -> AsyncTokenStore | None:
+    """The store, if it serves the running loop with its own async client."""
+    return store if isinstance(store, AsyncTokenStore) and store.serves_async() else None
+
+
+async def _astore_call(method: Callable[..., Awaitable[T]], *args: Any) -> T | None:
+    """:func:`_store_call`, awaited: a store that fails is logged and treated as empty."""
+    try:
+        return await method(*args)
+    except Exception as exc:
+        log.warning("token store %s failed (%s); carrying on without it", getattr(method, "__name__", "call"),
+                    type(exc).__name__)
+        return None
+
+
+class _LoopLock(AbstractContextManager[bool]):
+    """A store lock won on an event loop (``alock``): released by awaiting :meth:`release` on that loop, or by
+    :meth:`release_soon` from anywhere — a task on the loop if it still runs; if it is gone, the lock's TTL frees
+    it."""
+
+    def __init__(self, manager: AbstractAsyncContextManager[bool]) -> None:
+        self.manager = manager
+        self.loop = asyncio.get_running_loop()
+
+    async def release(self) -> None:
+        try:
+            await self.manager.__aexit__(None, None, None)
+        except Exception as exc:
+            log.warning("token store unlock failed (%s)", type(exc).__name__)
+
+    def release_soon(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._start_release)
+        except RuntimeError:  # the loop is closed
+            log.debug("a store lock's event loop is gone; its TTL frees it")
+
+    def _start_release(self) -> None:
+        task = self.loop.create_task(self.release(), name="nacos-token-unlock")
+        _releases.add(task)
+        task.add_done_callback(_releases.discard)
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release_soon()
+
+
+#: release tasks in flight (the loop keeps only weak references to tasks)
+_releases: set[asyncio.Task[None]] = set()
+
+
+async def _alock_attempt(store: AsyncTokenStore, key: str,
+                         seconds: float) -> AbstractContextManager[bool] | _LockFailed | None:
+    """:func:`_lock_attempt` on the loop: the won lock, None (not had in time) or LOCK_FAILED."""
+    try:
+        manager = store.alock(key, seconds)
+        acquired = await manager.__aenter__()
+    except Exception as exc:
+        log.warning("token store lock failed (%s); logging in without it", type(exc).__name__)
+        return LOCK_FAILED
+    handle = _LoopLock(manager)
+    if acquired:
+        return handle
+    await handle.release()
+    return None
 
 
 def _unwind(flow: Flow[Any]) -> None:
@@ -801,7 +903,10 @@ def _unwind(flow: Flow[Any]) -> None:
         command = flow.throw(Cancelled())
         while True:
             if isinstance(command, StoreUnlock):
-                _unlock_in_background(command.handle)
+                if isinstance(command.handle, _LoopLock):
+                    command.handle.release_soon()
+                else:
+                    _unlock_in_background(command.handle)
             command = flow.send(None)
     except (StopIteration, Cancelled):
         pass

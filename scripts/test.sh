@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install everything the tests need into .venv (and, as root, redis-server and npm through apt), then run
-# ruff, mypy --strict, pytest (extra arguments go to pytest) and the strict docs build. Used by the README and by CI.
+# Install everything the tests need into .venv (and, as root, redis-server, redis-tools and npm through apt), then
+# run ruff, mypy --strict, pytest (extra arguments go to pytest) and the strict docs build. Used by the README and CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)  # redis-cli builds the tests' Redis Cluster
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -109,3 +109,44 @@ def hi(server_options: dict[str, Any]) -> Iterator[Harness]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# -- real Redis servers, one set per test session (tests/redis_servers.py) -------------------------------------------
+
+def _started(factory: Callable[[], Any]) -> Any:
+    from .redis_servers import RedisMissing
+
+    try:
+        return factory()
+    except RedisMissing as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One redis-server."""
+    from .redis_servers import RedisServer
+
+    server = _started(lambda: RedisServer(tmp_path_factory.mktemp("redis")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A 3-master Redis Cluster (``.url`` is a ``redis+cluster://`` URL)."""
+    from .redis_servers import RedisCluster
+
+    cluster = _started(lambda: RedisCluster(tmp_path_factory.mktemp("redis-cluster")))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A redis-server and a Sentinel that names it (``.sentinels``, ``.service``)."""
+    from .redis_servers import RedisSentinel
+
+    sentinel = _started(lambda: RedisSentinel(tmp_path_factory.mktemp("redis-sentinel")))
+    yield sentinel
+    sentinel.stop()

@@ -34,7 +34,6 @@ from nacos_token_client.testing import MockNacosServer
 from .conftest import FakeClock, Harness
 from .helpers import GatedTransport, is_login, token_of, wait_until
 from .test_concurrency import thread_herd
-from .test_stores import RedisServer
 
 PARAMS = {"dataId": "app.yaml", "group": "DEFAULT_GROUP"}
 
@@ -520,11 +519,9 @@ async def test_9_a_hanging_store_never_blocks_the_event_loop(clock: FakeClock) -
 
 # -- 10. async + RedisTokenStore: the login lock is released ----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server.url
-    server.stop()
+@pytest.fixture
+def redis_url(redis_single: Any) -> str:
+    return str(redis_single.url)
 
 
 async def test_10_async_logins_release_the_redis_lock(redis_url: str, clock: FakeClock,
@@ -545,7 +542,8 @@ async def test_10_async_logins_release_the_redis_lock(redis_url: str, clock: Fak
             await asyncio.sleep(0.01)
             clock.advance(1.0)  # a distinct token each time
             await auth.aget_token()
-            assert client.keys(prefix + "*login-lock") == []
+            assert client.keys("{" + prefix + "*login-lock") == []
+            assert client.keys("{" + prefix + "*")  # the token is there: the pattern matches the store's keys
     assert time.monotonic() - started < 10
     assert server.stats.logins == 40
     assert not [r for r in caplog.records if "unlock failed" in r.getMessage()]

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import logging
 import multiprocessing
 import os
-import shutil
+import re
 import signal
-import socket
 import stat
-import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from nacos_token_client import FileTokenStore, MemoryTokenStore, NacosTokenAuth, RedisTokenStore, StoreError, TokenStore
+from nacos_token_client import (
+    ConfigurationError,
+    FileTokenStore,
+    MemoryTokenStore,
+    NacosTokenAuth,
+    RedisTokenStore,
+    StoreError,
+    TokenStore,
+)
 from nacos_token_client.lifecycle import RefreshPolicy, Token
+from nacos_token_client.stores import AsyncFleetBackOffStore, AsyncTokenStore, FleetBackOff, FleetBackOffStore
 from nacos_token_client.testing import MockNacosServer
+
+from .conftest import FakeClock
+from .redis_servers import RedisMissing, RedisServer, free_port
 
 PARAMS = {"dataId": "app.yaml", "group": "DEFAULT_GROUP"}
 FORK = multiprocessing.get_context("fork")
+SPAWN = multiprocessing.get_context("spawn")
 
 
 def a_token(value: str = "tok", life: float = 3600.0, issued_at: float | None = None) -> Token:
@@ -32,52 +47,10 @@ def a_token(value: str = "tok", life: float = 3600.0, issued_at: float | None = 
                                     token_ttl=life, jwt_exp=None)
 
 
-# -- a real redis-server on a free loopback port ------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    def __init__(self, directory: Path) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.skip("redis-server is not installed (CI installs it with apt-get install redis-server)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen([executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--dir", str(directory)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server.url
-    server.stop()
-
 
 @pytest.fixture
 def prefix(request: pytest.FixtureRequest) -> str:
-    return f"test:{request.node.name}:{time.monotonic_ns()}:"
-
+    return f"test:{request.node.name}:{time.monotonic_ns()}:".replace("[", "(").replace("]", ")")
 
 # -- the file store ---------------------------------------------------------------------------------------------
 
@@ -180,30 +153,114 @@ def test_concurrent_writers_never_lose_or_corrupt_entries(tmp_path: Path) -> Non
     assert all(entry["value"].endswith("-29") for entry in data.values())
 
 
-# -- the Redis store ----------------------------------------------------------------------------------------------
 
-def test_redis_store_round_trip_expiry_and_compare_and_delete(redis_url: str, prefix: str) -> None:
-    store = RedisTokenStore(redis_url, prefix=prefix)
+# -- the Redis store: one server, a Cluster, a Sentinel-managed master; sync and redis.asyncio ----------------------
+
+KINDS = ["single", "cluster", "sentinel"]
+
+
+@pytest.fixture(params=KINDS)
+def make_redis(request: pytest.FixtureRequest, prefix: str) -> Callable[..., RedisTokenStore]:
+    """Builds stores on one kind of real Redis deployment (session-scoped servers, one prefix per test)."""
+    kind = request.param
+    if kind == "sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        return functools.partial(RedisTokenStore.from_sentinel, sentinel.sentinels, sentinel.service, prefix=prefix)
+    server = request.getfixturevalue("redis_single" if kind == "single" else "redis_cluster")
+    return functools.partial(RedisTokenStore, server.url, prefix=prefix)
+
+
+def own_redis(directory: Path) -> RedisServer:
+    try:
+        return RedisServer(directory)
+    except RedisMissing as exc:
+        pytest.skip(str(exc))
+
+
+def test_redis_store_round_trip_expiry_and_compare_and_delete(make_redis: Callable[..., RedisTokenStore]) -> None:
+    store = make_redis()
     token = a_token(life=100)
     store.put("k", token)
     got = store.get("k")
     assert got is not None and got.value == token.value and got.usable_until == token.usable_until
-    ttl = store.redis.pttl(prefix + "k")
+    ttl = store.redis.pttl(store.token_key("k"))
     assert isinstance(ttl, int) and 98_000 < ttl <= 100_000  # the entry expires with the token
     assert store.delete("k", "someone-else") is False and store.get("k") is not None
     assert store.delete("k", token.value) is True and store.get("k") is None
     store.put("gone", a_token(life=1, issued_at=time.time() - 10))
     assert store.get("gone") is None
+    store.put("k", token)
+    assert store.delete("k") is True and store.delete("k") is False
 
 
-def test_redis_store_ignores_hostile_entries(redis_url: str, prefix: str) -> None:
-    store = RedisTokenStore(redis_url, prefix=prefix)
-    store.redis.hset(prefix + "k", mapping={"value": "x", "issued_at": "not a number"})
+async def test_async_redis_store_serves_the_loop_and_shares_entries_with_sync_callers(
+        make_redis: Callable[..., RedisTokenStore]) -> None:
+    store = make_redis(asyncio=True)
+    assert isinstance(store, AsyncTokenStore) and isinstance(store, AsyncFleetBackOffStore) and store.serves_async()
+    token = a_token(life=100)
+    await store.aput("k", token)
+    got = await store.aget("k")
+    assert got is not None and got.value == token.value
+    seen = store.get("k")  # the sync client sees the same entry
+    assert seen is not None and seen.expires_at == token.expires_at
+    assert await store.adelete("k", "someone-else") is False
+    assert await store.adelete("k", token.value) is True and await store.aget("k") is None
+    until = time.time() + 5
+    await store.aput_backoff("k", FleetBackOff(until, 3))
+    assert store.get_backoff("k") == FleetBackOff(until, 3) == await store.aget_backoff("k")
+    await store.aclear_backoff("k")
+    assert await store.aget_backoff("k") is None
+    await store.aclose()
+
+
+def test_redis_store_ignores_hostile_entries(make_redis: Callable[..., RedisTokenStore]) -> None:
+    store = make_redis()
+    store.redis.hset(store.token_key("k"), mapping={"value": "x", "issued_at": "not a number"})
     assert store.get("k") is None
+    for raw in ["{", "[1]", '{"until": "soon", "failures": 1}', json.dumps({"until": time.time() + 5, "failures": 0}),
+                json.dumps({"until": time.time() + 3600, "failures": 1})]:
+        store.redis.set(store.backoff_key("k"), raw)
+        assert store.get_backoff("k") is None, raw
 
 
-def test_redis_lock_is_exclusive_and_expires_when_its_holder_dies(redis_url: str, prefix: str) -> None:
-    store = RedisTokenStore(redis_url, prefix=prefix, lock_ttl=1.0)
+def test_fleet_backoff_records_expire_at_their_end(make_redis: Callable[..., RedisTokenStore]) -> None:
+    store = make_redis()
+    assert isinstance(store, FleetBackOffStore)
+    assert store.get_backoff("k") is None
+    until = time.time() + 2.5
+    store.put_backoff("k", FleetBackOff(until, 2))
+    assert store.get_backoff("k") == FleetBackOff(until, 2)
+    ttl = store.redis.pttl(store.backoff_key("k"))
+    assert isinstance(ttl, int) and 2_000 < ttl <= 2_501  # PXAT: gone at `until`, by Redis itself
+    store.clear_backoff("k")
+    assert store.get_backoff("k") is None and not store.redis.exists(store.backoff_key("k"))
+    store.put_backoff("k", FleetBackOff(time.time() - 1, 2))  # over already: nothing to record
+    store.put_backoff("k", FleetBackOff(time.time() + 3600, 2))  # more than a store may impose: not recorded
+    assert not store.redis.exists(store.backoff_key("k"))
+
+
+def test_an_identitys_keys_share_one_cluster_slot(redis_cluster: Any, prefix: str) -> None:
+    import redis
+
+    store = RedisTokenStore(redis_cluster.url, prefix=prefix)
+    assert repr(store).startswith("RedisTokenStore(cluster 127.0.0.1:")
+    keys = [store.token_key("id"), store.lock_key("id"), store.backoff_key("id")]
+    assert len({store.redis.keyslot(k) for k in keys}) == 1
+    assert len({store.redis.keyslot(store.token_key(f"id{i}")) for i in range(60)}) > 30  # identities spread
+    store.put("id", a_token())
+    store.put_backoff("id", FleetBackOff(time.time() + 5, 1))
+    with store.lock("id", 1) as acquired:
+        assert acquired is True
+        holders = []
+        for port in redis_cluster.ports:  # each master on its own: which of them holds the identity's keys
+            node = redis.Redis(port=port)
+            holders.append(sorted(k.decode() for k in node.keys("{" + prefix + "*")))  # type: ignore[union-attr]
+            node.close()
+    assert sorted(holders, key=len) == [[], [], sorted(keys)]
+
+
+def test_redis_lock_is_exclusive_and_expires_when_its_holder_dies(make_redis: Callable[..., RedisTokenStore]) -> None:
+    store = make_redis(lock_ttl=1.0)
     with store.lock("k", 1) as first:
         assert first is True
         with store.lock("k", 0.2) as second:
@@ -211,7 +268,7 @@ def test_redis_lock_is_exclusive_and_expires_when_its_holder_dies(redis_url: str
     ready = FORK.Event()
 
     def hold() -> None:
-        with RedisTokenStore(redis_url, prefix=prefix, lock_ttl=1.0).lock("k", 1):
+        with make_redis(lock_ttl=1.0).lock("k", 1):
             ready.set()
             time.sleep(60)
 
@@ -227,28 +284,75 @@ def test_redis_lock_is_exclusive_and_expires_when_its_holder_dies(redis_url: str
     assert acquired is True and waited < 2.5  # no longer than the lock's expiry
 
 
-def test_an_async_redis_client_is_a_clear_configuration_error() -> None:
+async def test_async_redis_lock_excludes_sync_and_async_holders(make_redis: Callable[..., RedisTokenStore]) -> None:
+    store = make_redis(asyncio=True)
+    async with store.alock("k", 1) as first:
+        assert first is True
+        with store.lock("k", 0.1) as second:
+            assert second is False
+        async with store.alock("k", 0.1) as third:
+            assert third is False
+    assert not store.redis.exists(store.lock_key("k"))  # released on the way out
+    with store.lock("k", 1) as first:
+        async with store.alock("k", 0.1) as second:
+            assert first is True and second is False
+    await store.aclose()
+
+
+def test_an_async_client_needs_a_sync_twin_and_serves_only_its_own_loop(redis_single: Any, prefix: str) -> None:
+    import redis
     import redis.asyncio
 
-    from nacos_token_client import ConfigurationError
+    with pytest.raises(ConfigurationError, match="sync_client="):
+        RedisTokenStore(redis.asyncio.Redis.from_url(redis_single.url))
+    with pytest.raises(ConfigurationError, match=re.escape("'{' or '}'")):
+        RedisTokenStore(redis_single.url, prefix="a{b}:")
+    store = RedisTokenStore(redis.asyncio.Redis.from_url(redis_single.url), prefix=prefix,
+                            sync_client=redis.Redis.from_url(redis_single.url))
+    assert store.serves_async() is False  # no running loop
 
-    with pytest.raises(ConfigurationError, match="sync"):
-        RedisTokenStore(redis.asyncio.Redis())  # type: ignore[arg-type]  # the mistake under test
+    async def round_trip() -> tuple[bool, str | None]:
+        serves = store.serves_async()
+        if serves:
+            await store.aput("k", a_token("from-the-loop"))
+        got = await store.aget("k") if serves else store.get("k")
+        return serves, got.value if got else None
+
+    assert asyncio.run(round_trip()) == (True, "from-the-loop")  # the first loop it is used on is its loop
+    assert asyncio.run(round_trip()) == (False, "from-the-loop")  # another loop: the sync client, on threads
 
 
-def test_unreachable_redis_means_no_store_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
-    store = RedisTokenStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2)
+@pytest.mark.parametrize("kind", KINDS)
+async def test_unreachable_redis_means_no_store_not_an_error(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    if kind == "sentinel":
+        store = RedisTokenStore.from_sentinel([("127.0.0.1", port)], "gone", socket_timeout=0.2, asyncio=True)
+    else:
+        scheme = "redis+cluster" if kind == "cluster" else "redis"
+        store = RedisTokenStore(f"{scheme}://127.0.0.1:{port}/0", socket_timeout=0.2, asyncio=True)
+    started = time.monotonic()
     with caplog.at_level(logging.WARNING, "nacos_token_client"):
         assert store.get("k") is None
         store.put("k", a_token())
         assert store.delete("k", "v") is False
+        assert store.get_backoff("k") is None
+        store.put_backoff("k", FleetBackOff(time.time() + 5, 1))
+        store.clear_backoff("k")
         with pytest.raises(StoreError), store.lock("k", 0.1):
             pass  # the caller logs in without the lock (and does not try it again for this login)
+        assert await store.aget("k") is None
+        assert await store.adelete("k") is False
+        assert await store.aget_backoff("k") is None
+        with pytest.raises(StoreError):
+            async with store.alock("k", 0.1):
+                pass
     assert "unreachable" in caplog.text
+    assert time.monotonic() - started < 10
+    assert caplog.text.count("unreachable") == 1  # rate-limited
 
 
 def test_redis_going_away_mid_run_is_survived(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    redis_server = RedisServer(tmp_path)
+    redis_server = own_redis(tmp_path)
     server = MockNacosServer()
     server.set_config("app.yaml", "x")
     with server.run() as url:
@@ -262,6 +366,83 @@ def test_redis_going_away_mid_run_is_survived(tmp_path: Path, caplog: pytest.Log
                 auth.invalidate()
                 assert client.get(url + "/nacos/v1/cs/configs", params=PARAMS).status_code == 200
     assert "unreachable" in caplog.text and server.stats.logins == 3
+
+
+# -- async callers on a redis.asyncio store: no worker thread --------------------------------------------------------
+
+def _store_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("nacos-token-store", "nacos-token-unlock"))]
+
+
+async def test_a_thousand_tasks_on_an_async_redis_store_log_in_once_per_cycle_without_threads(
+        redis_cluster: Any, prefix: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nacos_token_client import refresher
+
+    monkeypatch.setattr(refresher, "_store_executor", None)  # whatever other tests left: this one must not need it
+    threads_before = _store_threads()
+    store = RedisTokenStore(redis_cluster.url, prefix=prefix, asyncio=True)
+    server = MockNacosServer(clock=clock)
+    server.set_config("app.yaml", "x")
+    server.login_delay = 0.05
+    auth = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=store, clock=clock,
+                          transport=server.transport())
+    url = "http://nacos.test:8848/nacos/v1/cs/configs"
+    async with httpx.AsyncClient(auth=auth, transport=server.transport()) as client:
+        statuses = await asyncio.gather(*(client.get(url, params=PARAMS) for _ in range(1000)))
+        assert [r.status_code for r in statuses] == [200] * 1000
+        assert server.stats.logins == 1
+        stored = store.get(auth.identity_key)
+        info = auth.token_info()
+        assert stored is not None and info is not None and stored.fingerprint == info.fingerprint
+        clock.advance(2)
+        server.rotate_secret()  # every task's token is rejected at once: one login, through the store's lock
+        statuses = await asyncio.gather(*(client.get(url, params=PARAMS) for _ in range(1000)))
+        assert [r.status_code for r in statuses] == [200] * 1000
+        assert server.stats.logins == 2
+    assert refresher._store_executor is None  # no store call hopped to a worker thread
+    assert _store_threads() == threads_before
+    assert not store.redis.exists(store.lock_key(auth.identity_key))
+    await store.aclose()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["redis.asyncio", "worker-threads"])
+async def test_a_cancelled_lock_waiter_releases_the_lock_it_wins(redis_single: Any, prefix: str, clock: FakeClock,
+                                                                  native: bool) -> None:
+    store = RedisTokenStore(redis_single.url, prefix=prefix, asyncio=native)  # lock_ttl: 60 s
+    assert store.serves_async() is native
+    holder = RedisTokenStore(redis_single.url, prefix=prefix)
+    server = MockNacosServer(clock=clock)
+    server.login_delay = 0.3
+    auth = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=store, clock=clock,
+                          transport=server.transport(), login_timeout=30)
+    key = auth.identity_key
+    # cancelled while its attempt still polls a held lock, which is then freed (the attempt wins it after its waiter
+    # is gone); or cancelled just after the lock was freed; or while it logs in under the lock
+    for order, cancel_after in (("cancel-first", 0.0), ("cancel-first", 0.0), ("free-first", 0.01),
+                                ("free-first", 0.15)):
+        await auth.ainvalidate()
+        clock.advance(1.0)
+        held = holder.lock(key, 1)
+        assert held.__enter__() is True
+        task = asyncio.create_task(auth.aget_token())
+        await asyncio.sleep(0.25)  # the task waits for the lock, in short attempts
+        if order == "cancel-first":
+            task.cancel()
+            held.__exit__(None, None, None)  # free within the attempt's slice: the orphaned attempt wins it
+        else:
+            held.__exit__(None, None, None)  # free: the waiter's next poll wins it within ~20 ms
+            await asyncio.sleep(cancel_after)
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.3)  # the orphaned attempt has won (or given up) by now
+        started = time.monotonic()
+        while store.redis.exists(store.lock_key(key)) and time.monotonic() - started < 2:
+            await asyncio.sleep(0.01)
+        assert not store.redis.exists(store.lock_key(key)), (order, cancel_after)  # released, not after 60 s
+        with holder.lock(key, 0.1) as again:
+            assert again is True
+    await store.aclose()
 
 
 # -- many processes, one login ------------------------------------------------------------------------------------
@@ -300,19 +481,20 @@ def _fleet_member(index: int, url: str, make_store: Callable[[], TokenStore], ba
         results.put((index, repr(exc), None, None, None, None))
 
 
-def run_fleet(make_store: Callable[[], TokenStore], processes: int = 16) -> tuple[list[Any], list[int]]:
+def run_fleet(make_store: Callable[[], TokenStore], processes: int = 16,
+              context: Any = FORK) -> tuple[list[Any], list[int]]:
     server = MockNacosServer()
     server.set_config("app.yaml", "x")
     server.login_delay = 0.1  # a slow login keeps the door open for the herd
     logins = []
     with server.run() as url:
-        barrier = FORK.Barrier(processes + 1)
-        results = FORK.Queue()
-        members = [FORK.Process(target=_fleet_member, args=(i, url, make_store, barrier, results))
+        barrier = context.Barrier(processes + 1)
+        results = context.Queue()
+        members = [context.Process(target=_fleet_member, args=(i, url, make_store, barrier, results))
                    for i in range(processes)]
         for m in members:
             m.start()
-        barrier.wait(30)
+        barrier.wait(90)  # spawned processes start from scratch: give them time on a loaded 2-core machine
         barrier.wait(30)
         logins.append(server.stats.logins)
         time.sleep(1.1)  # Nacos tokens are deterministic within a second: the next login must mint a new one
@@ -332,18 +514,19 @@ def _file_store(path: str) -> Callable[[], TokenStore]:
     return lambda: FileTokenStore(path)
 
 
-@pytest.mark.parametrize("kind", ["file", "redis"])
+@pytest.mark.parametrize("kind", ["file", "redis", "cluster"])
 def test_sixteen_processes_log_in_once_per_cycle(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    context: Any = FORK
+    prefix = f"fleet:{time.monotonic_ns()}:"
+    make_store: Callable[[], TokenStore]
     if kind == "file":
         make_store = _file_store(str(tmp_path / "tokens.json"))
-    else:
-        url = request.getfixturevalue("redis_url")
-        prefix = f"fleet:{time.monotonic_ns()}:"
-
-        def make_store() -> TokenStore:
-            return RedisTokenStore(url, prefix=prefix)
-
-    outcomes, logins = run_fleet(make_store)
+    elif kind == "redis":
+        make_store = functools.partial(RedisTokenStore, request.getfixturevalue("redis_single").url, prefix=prefix)
+    else:  # 16 spawned processes (nothing inherited) on a 3-master Cluster
+        make_store = functools.partial(RedisTokenStore, request.getfixturevalue("redis_cluster").url, prefix=prefix)
+        context = SPAWN
+    outcomes, logins = run_fleet(make_store, context=context)
     assert [o[1] for o in outcomes] == [200] * 16, outcomes
     assert [o[2] for o in outcomes] == [200] * 16, outcomes
     # phase 1: one login for all; phase 2 (key rotation): one more; phase 3 (invalidate in one process): one more

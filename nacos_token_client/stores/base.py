@@ -9,7 +9,7 @@ process may have just logged in), and only then logs in and writes.
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -17,6 +17,8 @@ from ..lifecycle import Token
 from ..protocol import is_token_value
 
 __all__ = [
+    "AsyncFleetBackOffStore",
+    "AsyncTokenStore",
     "FleetBackOff",
     "FleetBackOffStore",
     "TokenStore",
@@ -55,6 +57,34 @@ class TokenStore(Protocol):
         ...
 
 
+@runtime_checkable
+class AsyncTokenStore(Protocol):
+    """Optional: a store that async callers can use on their event loop, with no worker thread. The client uses
+    these methods instead of running the sync ones on worker threads whenever :meth:`serves_async` says so."""
+
+    def serves_async(self) -> bool:
+        """True when the a-methods can be awaited on the running event loop (a store may serve only some loops,
+        or none: then async callers use the sync methods on worker threads)."""
+        ...
+
+    async def aget(self, key: str) -> Token | None:
+        """:meth:`TokenStore.get`, awaited."""
+        ...
+
+    async def aput(self, key: str, token: Token) -> None:
+        """:meth:`TokenStore.put`, awaited."""
+        ...
+
+    async def adelete(self, key: str, value: str | None = None) -> bool:
+        """:meth:`TokenStore.delete`, awaited."""
+        ...
+
+    def alock(self, key: str, timeout: float) -> AbstractAsyncContextManager[bool]:
+        """:meth:`TokenStore.lock`, awaited: yields False if not had within ``timeout``, raises if the store
+        cannot be asked. The lock expires if its holder dies (or its event loop goes away before the release)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class FleetBackOff:
     """Logins for one identity are paused, fleet-wide, until ``until`` (wall clock): the ``failures``-th transient
@@ -85,6 +115,27 @@ class FleetBackOffStore(Protocol):
 
     def clear_backoff(self, key: str) -> None:
         """Forget the back-off for ``key`` (a login succeeded)."""
+        ...
+
+
+@runtime_checkable
+class AsyncFleetBackOffStore(Protocol):
+    """Optional: :class:`FleetBackOffStore`, awaited on the running event loop (when ``serves_async()``)."""
+
+    def serves_async(self) -> bool:
+        """As :meth:`AsyncTokenStore.serves_async`."""
+        ...
+
+    async def aget_backoff(self, key: str) -> FleetBackOff | None:
+        """:meth:`FleetBackOffStore.get_backoff`, awaited."""
+        ...
+
+    async def aput_backoff(self, key: str, backoff: FleetBackOff) -> None:
+        """:meth:`FleetBackOffStore.put_backoff`, awaited."""
+        ...
+
+    async def aclear_backoff(self, key: str) -> None:
+        """:meth:`FleetBackOffStore.clear_backoff`, awaited."""
         ...
 
 

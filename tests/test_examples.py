@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import io
 import os
 import re
@@ -36,6 +38,46 @@ def run(args: list[str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NACOS_")}
     return subprocess.run([sys.executable, "-W", "error::DeprecationWarning", *args], check=False,
                           capture_output=True, text=True, timeout=120, env=env, cwd=EXAMPLES.parent)
+
+
+def _requirement_names(extra: str | None) -> set[str]:
+    """Distribution names the installed package requires: the core (extra None) or one extra's."""
+    names = set()
+    for spec in importlib.metadata.requires("nacos-token-client") or []:
+        name, _, marker = spec.partition(";")
+        wanted = f'extra == "{extra}"' in marker if extra else not marker.strip()
+        if wanted:
+            names.add(_normalise(re.split(r"[\s<>=!~\[(]", name.strip(), maxsplit=1)[0]))
+    return names
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Top-level modules a script imports, lazily imported ones included."""
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return modules
+
+
+def test_the_examples_extra_covers_every_import() -> None:
+    """``pip install ".[examples]"`` is all an example needs beyond the standard library and the package."""
+    covered = _requirement_names(None) | _requirement_names("examples")
+    assert {"starlette", "uvicorn"} <= _requirement_names("examples")
+    providers = importlib.metadata.packages_distributions()
+    missing = {}
+    for path in sorted(EXAMPLES.glob("*.py")):
+        for module in _imported_modules(path) - set(sys.stdlib_module_names) - {"__future__", "nacos_token_client"}:
+            dists = {_normalise(d) for d in providers.get(module, [module])}
+            if not dists & covered:
+                missing[f"{path.name}: {module}"] = sorted(dists)
+    assert not missing, f"imports not covered by the core dependencies or the examples extra: {missing}"
 
 
 def test_every_example_is_tested() -> None:

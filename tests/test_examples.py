@@ -42,7 +42,7 @@ def run(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 def _requirement_names(extra: str | None) -> set[str]:
     """Distribution names the installed package requires: the core (extra None) or one extra's."""
-    names = set()
+    names: set[str] = set()
     for spec in importlib.metadata.requires("nacos-token-client") or []:
         name, _, marker = spec.partition(";")
         wanted = f'extra == "{extra}"' in marker if extra else not marker.strip()
@@ -57,7 +57,7 @@ def _normalise(name: str) -> str:
 
 def _imported_modules(path: Path) -> set[str]:
     """Top-level modules a script imports, lazily imported ones included."""
-    modules = set()
+    modules: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             modules.update(alias.name.split(".")[0] for alias in node.names)

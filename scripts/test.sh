@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv (and, as root, redis-server and npm through apt), then run
-# ruff, mypy --strict and pytest (extra arguments go to pytest). Used by the README and by CI.
+# ruff, mypy --strict and pytest on the main Python (extra arguments go to this pytest run), then, through nox
+# (noxfile.py), the suite on CPython 3.10, 3.12 and 3.13 (-x -q, official-client tests left out) and the release
+# build (python -m build, twine check). Used by the README and by CI (with CI=true a missing Python fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +26,4 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+.venv/bin/nox --sessions tests release

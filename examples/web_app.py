@@ -1,7 +1,10 @@
 """Inside a web app: one AsyncNacosTokenClient for the app's life (Starlette lifespan), shared by every request.
 
+Needs Starlette (and uvicorn for ``--serve``), which the package itself does not depend on::
+
+    pip install ".[examples]"             # or: pip install "nacos-token-client[examples]"
     python examples/web_app.py            # exercises the app in-process (lifespan + httpx's ASGI transport)
-    python examples/web_app.py --serve    # serves it with uvicorn on 127.0.0.1:8000 (pip install uvicorn)
+    python examples/web_app.py --serve    # serves it with uvicorn on 127.0.0.1:8000
 """
 
 from __future__ import annotations

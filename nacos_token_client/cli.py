@@ -1,25 +1,31 @@
-"""``nacos-token``: a lifecycle demo, the mock server, logins, configs (read, publish, watch) and instances.
+"""The nacos-token command: a lifecycle demo, the mock server, logins, configs (read, publish, watch) and instances.
 
-Server, user and password come from ``--server``/``--username``/``--password`` or ``NACOS_SERVER_ADDR``/
-``NACOS_USERNAME``/``NACOS_PASSWORD``; a missing password is prompted for on a terminal. Errors are one line on
-stderr and a non-zero exit (a traceback only with ``--debug``).
+Server, user and password come from ``--server``/``--username``/``--password`` (or ``--password-stdin``) or
+``NACOS_SERVER_ADDR``/``NACOS_USERNAME``/``NACOS_PASSWORD``; a missing password is prompted for on a terminal.
+Every error is one line on stderr and a non-zero exit; the library's log records are shown only with ``--debug``
+(which also shows tracebacks), so nothing else reaches stderr first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import logging
+import math
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
+from typing import NoReturn
 
+from . import __version__
 from .client import NacosTokenClient
 from .config import ConfigChange
-from .demo import run_demo
+from .demo import DEMO_SECONDS, run_demo
 from .errors import NacosTokenError
 from .testing.server import MockNacosServer
 
@@ -27,39 +33,111 @@ __all__ = ["main"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+MAX_SECONDS = 86400.0  # no CLI wait is meant to be longer than a day; larger values overflow httpx's timers
+LOGGER = "nacos_token_client"
+
+DESCRIPTION = ("nacos-token: a lifecycle demo, a mock Nacos server, logins, configs (read, publish, watch) and "
+               "instances.")
+EPILOG = ("Server, user and password come from --server, --username and --password (or --password-stdin), or from "
+          "NACOS_SERVER_ADDR, NACOS_USERNAME and NACOS_PASSWORD; a missing password is prompted for on a terminal. "
+          "Errors are one line on stderr and a non-zero exit; --debug shows log records and tracebacks.")
 
 
 class CliError(Exception):
     """A user-facing error: printed as one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage block before it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _user(spec: str) -> tuple[str, str]:
     name, sep, password = spec.partition(":")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--user wants NAME:PASSWORD, got {spec!r}")
+        raise argparse.ArgumentTypeError(f"wants NAME:PASSWORD, got {spec!r}")
     return name, password
 
 
-def _positive(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError("must be a positive number")
+def _number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
     return number
 
 
+def _positive(value: str) -> float:
+    number = _number(value)
+    if not 0 < number <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and at most {MAX_SECONDS:.0f}, "
+                                         f"got {value!r}")
+    return number
+
+
+def _non_negative(value: str) -> float:
+    number = _number(value)
+    if not 0 <= number <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to {MAX_SECONDS:.0f}, got {value!r}")
+    return number
+
+
+def _whole(value: str, low: int, high: int, what: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"must be {what} from {low} to {high}, got {value!r}")
+    return number
+
+
+def _port(value: str) -> int:
+    return _whole(value, 0, 65535, "a port number")
+
+
+def _token_ttl(value: str) -> int:
+    return _whole(value, 1, 10 * 365 * 86400, "a whole number of seconds")
+
+
+def _name(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if value != value.strip():
+        raise argparse.ArgumentTypeError(f"must not start or end with white space, got {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nacos-token", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True)
+    """The argument parser (every subcommand also accepts ``--debug`` after its name)."""
+    parser = _Parser(prog="nacos-token", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show log records and tracebacks")
+    # A subcommand's own --debug must not reset one given before it: SUPPRESS leaves the attribute alone.
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show log records and tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("demo", help="walk through the token lifecycle on an embedded mock server (~20 s)")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[common])
 
-    mock = commands.add_parser("mock-server", help="serve a mock Nacos server until interrupted")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=8848)
+    command("demo", f"walk through the token lifecycle on an embedded mock server (about {DEMO_SECONDS} s)")
+
+    mock = command("mock-server", "serve a mock Nacos server until interrupted")
+    mock.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    mock.add_argument("--port", type=_port, default=8848, help="port to listen on, 0 for any free one (default 8848)")
     mock.add_argument("--user", dest="users", action="append", type=_user, metavar="NAME:PASSWORD",
                       help="a user (repeatable; default nacos:nacos)")
-    mock.add_argument("--token-ttl", type=int, default=18000, help="token life in seconds (default 18000)")
+    mock.add_argument("--token-ttl", type=_token_ttl, default=18000, help="token life in seconds (default 18000)")
     mock.add_argument("--token-cache", action="store_true", help="hand back a user's token until 90%% of its life")
     mock.add_argument("--nacos-version", choices=("2", "3", "2.2", "2.5", "3.1"), default="2.5",
                       help="the Nacos release to answer like (2 = 2.5, 3 = 3.1; default 2.5)")
@@ -69,54 +147,74 @@ def build_parser() -> argparse.ArgumentParser:
                       help="start with no user, like a fresh 2.4+ server (initialise it through the admin API)")
     mock.add_argument("--active-timeout", type=_positive, help="freeze tokens unused for this many seconds")
     mock.add_argument("--secret-key", help="base64 signing key (random by default)")
-    mock.add_argument("--context-path", default="/nacos")
-    mock.add_argument("--poll-min-hold", type=float, default=10.0,
+    mock.add_argument("--context-path", default="/nacos", help="the server's context path (default /nacos)")
+    mock.add_argument("--poll-min-hold", type=_non_negative, default=10.0,
                       help="shortest long-poll hold in seconds (real Nacos: 10)")
 
     def with_connection(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--server", default=os.environ.get("NACOS_SERVER_ADDR"),
                          help="server address(es), comma-separated [NACOS_SERVER_ADDR]")
         sub.add_argument("--username", default=os.environ.get("NACOS_USERNAME"), help="[NACOS_USERNAME]")
-        sub.add_argument("--password", default=os.environ.get("NACOS_PASSWORD"), help="[NACOS_PASSWORD]")
+        secret = sub.add_mutually_exclusive_group()
+        secret.add_argument("--password", default=os.environ.get("NACOS_PASSWORD"),
+                            help="[NACOS_PASSWORD]; prompted for on a terminal when missing")
+        secret.add_argument("--password-stdin", action="store_true",
+                            help="read the password from the first line of stdin")
         sub.add_argument("--namespace", default="", help="tenant / namespace id")
-        sub.add_argument("--api", choices=("v1", "v3", "auto"), default="v1")
+        sub.add_argument("--context-path", default="/nacos",
+                         help="context path for addresses without one (default /nacos)")
+        sub.add_argument("--api", choices=("v1", "v3", "auto"), default="v1",
+                         help="login and naming API (auto: v3, then v1 on 404/501; default v1)")
+        sub.add_argument("--timeout", type=_positive, default=10.0,
+                         help="HTTP timeout of each request and login, in seconds (default 10)")
         sub.add_argument("--login-timeout", type=_positive, default=10.0,
                          help="give up getting a token after this many seconds (default 10)")
         return sub
 
-    login = with_connection(commands.add_parser("login", help="log in and show the token's life"))
+    login = with_connection(command("login", "log in and show the token's life"))
     login.add_argument("--show-token", action="store_true", help="also print the token itself")
 
     for name, text in (("get-config", "print a config"), ("publish-config", "publish a config"),
                        ("remove-config", "remove a config")):
-        sub = with_connection(commands.add_parser(name, help=text))
-        sub.add_argument("--data-id", required=True)
-        sub.add_argument("--group", default="DEFAULT_GROUP")
+        sub = with_connection(command(name, text))
+        sub.add_argument("--data-id", required=True, type=_name, help="the config's data id")
+        sub.add_argument("--group", default="DEFAULT_GROUP", type=_name, help="its group (default DEFAULT_GROUP)")
         if name == "publish-config":
             sub.add_argument("--content", required=True, help="the content, or - to read stdin")
-            sub.add_argument("--type", default=None)
+            sub.add_argument("--type", default=None, help="the config type (yaml, json, properties, text ...)")
 
-    watch = with_connection(commands.add_parser("watch-config", help="print each change of a config until Ctrl-C"))
-    watch.add_argument("--data-id", required=True)
-    watch.add_argument("--group", default="DEFAULT_GROUP")
+    watch = with_connection(command("watch-config", "print each change of a config until Ctrl-C"))
+    watch.add_argument("--data-id", required=True, type=_name, help="the config's data id")
+    watch.add_argument("--group", default="DEFAULT_GROUP", type=_name, help="its group (default DEFAULT_GROUP)")
 
-    instances = with_connection(commands.add_parser("list-instances", help="list a service's instances"))
-    instances.add_argument("--service", required=True)
-    instances.add_argument("--group", default="DEFAULT_GROUP")
-    instances.add_argument("--healthy-only", action="store_true")
+    instances = with_connection(command("list-instances", "list a service's instances"))
+    instances.add_argument("--service", required=True, type=_name, help="the service name")
+    instances.add_argument("--group", default="DEFAULT_GROUP", type=_name, help="its group (default DEFAULT_GROUP)")
+    instances.add_argument("--healthy-only", action="store_true", help="only healthy instances")
     return parser
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.password_stdin:
+        if getattr(args, "content", None) == "-":
+            raise CliError("--password-stdin and --content - both want stdin; pass one of them another way")
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+        if not password:
+            raise CliError("--password-stdin: no password on the first line of stdin")
+        return password
+    if args.password is not None or not args.username:
+        return str(args.password) if args.password is not None else None
+    if not sys.stdin.isatty():
+        raise CliError("no password: pass --password or --password-stdin, or set NACOS_PASSWORD")
+    return getpass.getpass(f"password for {args.username}: ")
 
 
 def _connect(args: argparse.Namespace) -> NacosTokenClient:
     if not args.server:
         raise CliError("no server: pass --server or set NACOS_SERVER_ADDR")
-    password = args.password
-    if args.username and password is None:
-        if not sys.stdin.isatty():
-            raise CliError("no password: pass --password or set NACOS_PASSWORD")
-        password = getpass.getpass(f"password for {args.username}: ")
-    return NacosTokenClient(args.server, args.username, password, api=args.api, namespace=args.namespace,
-                            login_timeout=args.login_timeout)
+    return NacosTokenClient(args.server, args.username, _password(args), api=args.api, namespace=args.namespace,
+                            context_path=args.context_path, timeout=args.timeout, login_timeout=args.login_timeout)
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
@@ -209,7 +307,7 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
                                  active_timeout=args.active_timeout,
                                  secret_key=args.secret_key, context_path=args.context_path,
                                  poll_min_hold=args.poll_min_hold)
-    except ValueError as exc:
+    except (ValueError, NacosTokenError) as exc:
         raise CliError(str(exc)) from None
     try:
         url = server.start(args.host, args.port)
@@ -226,23 +324,42 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _logging(debug: bool) -> Iterator[None]:
+    """The CLI owns stderr: the library's records (retries, failures) are shown only with ``--debug``, so an error
+    is the one line printed after them. The logger's previous set-up is restored on the way out (``main`` may run
+    inside another program, or a test)."""
+    package = logging.getLogger(LOGGER)
+    saved = (package.handlers[:], package.level, package.propagate)
+    if debug:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        package.setLevel(logging.DEBUG)
+    else:
+        handler = logging.NullHandler()
+    package.handlers = [handler]
+    package.propagate = False
+    try:
+        yield
+    finally:
+        package.handlers, package.level, package.propagate = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 an error, 2 a usage error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"demo": lambda _args: run_demo(), "login": _cmd_login, "get-config": _cmd_config,
                 "publish-config": _cmd_config, "remove-config": _cmd_config, "mock-server": _cmd_mock_server,
                 "watch-config": _cmd_watch_config, "list-instances": _cmd_list_instances}
-    try:
-        return handlers[args.command](args)
-    except (CliError, NacosTokenError) as exc:
-        if args.debug:
-            raise
-        print(f"nacos-token: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # network errors and the like: one line, not a traceback
-        if args.debug:
-            raise
-        print(f"nacos-token: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    with _logging(args.debug):
+        try:
+            return handlers[args.command](args)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # CliError, NacosTokenError, network errors and the like: one line
+            if args.debug:
+                raise
+            detail = str(exc) if isinstance(exc, CliError | NacosTokenError) else f"{type(exc).__name__}: {exc}"
+            print(f"nacos-token: error: {_one_line(detail)}", file=sys.stderr)
+            return EXIT_ERROR

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the package into .venv, run the quickstart on the embedded mock server, then the lifecycle demo
-# (nacos-token demo: refresh past 90 %, invalidate, key rotation and idle freeze survived; about 15 s).
+# (nacos-token demo: refresh past 90 %, invalidate, key rotation and idle freeze survived; about 12 seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv

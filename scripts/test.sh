@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv (and, as root, redis-server, redis-tools and npm through apt), then
-# run ruff, mypy --strict, pytest (extra arguments go to pytest) and the strict docs build. Used by the README and CI.
+# run ruff, mypy --strict and pytest on the main Python (extra arguments go to this pytest run), the strict docs
+# build, then, through nox (noxfile.py), the suite on CPython 3.10, 3.12 and 3.13 (-x -q, official-client tests left
+# out) and the release build (python -m build, twine check). Used by the README and by CI (with CI=true a missing
+# Python fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +30,4 @@ fi
 .venv/bin/python -m pytest "$@"
 # the docs site (docs/, mkdocs.yml): any warning fails the build; output goes to the ignored site/
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
+.venv/bin/nox --sessions tests release

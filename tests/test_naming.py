@@ -160,7 +160,9 @@ def test_an_instance_the_server_lost_is_registered_again(h: Harness) -> None:
         h.server.naming.deregister("public", "DEFAULT_GROUP@@svc", "10.0.0.1", 8080, True)
         assert wait_until(lambda: h.server.naming.instances("svc") != [])
         assert h.server.naming.instances("svc")[0]["metadata"] == {"v": "1"}
-        assert client._registrations[0].reregistrations >= 1
+        # The server holds the instance as soon as the register request arrives; the heartbeat thread counts the
+        # re-registration only once it has read the answer: wait for that too.
+        assert wait_until(lambda: client._registrations[0].reregistrations >= 1)
 
 
 def test_close_stops_heartbeats_and_the_server_expires_the_instance(h: Harness) -> None:

@@ -375,7 +375,9 @@ class _Registration:
 
 
 class Registration(_Registration):
-    """A registered instance, kept alive by heartbeats until :meth:`deregister` or the client's ``close()``."""
+    """A registered instance, kept alive by heartbeats until :meth:`deregister` or the client's ``close()``.
+    Returned by :meth:`NacosTokenClient.register_instance`, never made directly (it belongs to that client's
+    heartbeats)."""
 
     def __init__(self, spec: InstanceSpec, heartbeat: HeartbeatState | None, client: NacosTokenClient) -> None:
         super().__init__(spec, heartbeat)
@@ -388,7 +390,8 @@ class Registration(_Registration):
 
 
 class AsyncRegistration(_Registration):
-    """The asyncio twin of :class:`Registration`: ``await registration.deregister()``."""
+    """The asyncio twin of :class:`Registration`: ``await registration.deregister()``. Returned by
+    :meth:`AsyncNacosTokenClient.register_instance`."""
 
     def __init__(self, spec: InstanceSpec, heartbeat: HeartbeatState | None,
                  client: AsyncNacosTokenClient) -> None:
@@ -667,6 +670,9 @@ class NacosTokenClient(_Base, httpx.Client):  # type: ignore[misc]  # .auth: nar
     (register with heartbeats, list). A context manager; every ``httpx.Client`` method works, with paths relative
     to the current server.
 
+    ``server_addresses``, ``username`` and ``password`` are NacosTokenAuth's (the servers, in fail-over order; no
+    username: requests go out without a token; a password may be a callable, asked before each login).
+
     Options (keyword-only):
 
     * ``NacosTokenAuth``'s — ``namespace``, ``context_path``, ``api``, ``token_placement``, ``refresh_ratio``,
@@ -774,9 +780,13 @@ class NacosTokenClient(_Base, httpx.Client):  # type: ignore[misc]  # .auth: nar
 
     def publish_config(self, data_id: str, content: str, group: str = DEFAULT_GROUP, tenant: str = "",
                        type: str | None = None) -> bool:
+        """Create or replace the config (``type``: its format, such as ``"yaml"``, shown in the console). True
+        when the server stored it; a refused or failed request raises, so a write is never silently lost."""
         return self._call(publish_config_call(data_id, content, group, tenant, type))
 
     def remove_config(self, data_id: str, group: str = DEFAULT_GROUP, tenant: str = "") -> bool:
+        """Delete the config; True when the server says so (Nacos also answers True for one that did not
+        exist)."""
         return self._call(remove_config_call(data_id, group, tenant))
 
     def add_config_listener(self, data_id: str, callback: Callable[[ConfigChange], Any],
@@ -834,6 +844,8 @@ class NacosTokenClient(_Base, httpx.Client):  # type: ignore[misc]  # .auth: nar
                                     self._naming_api))
 
     def get_token(self) -> str:
+        """The current token (logging in if needed), for a request this client does not send itself — a gRPC
+        call, another HTTP library. Requests through this client need no call: the auth adds the token."""
         return self._nacos_auth.get_token()
 
 
@@ -859,9 +871,24 @@ class NacosTokenClient(_Base, httpx.Client):  # type: ignore[misc]  # .auth: nar
 
 
 class AsyncNacosTokenClient(_Base, httpx.AsyncClient):  # type: ignore[misc]  # .auth: as above
-    """The asyncio twin of :class:`NacosTokenClient`: an ``httpx.AsyncClient`` and an async context manager, with
-    the same options (``transport`` and ``mounts`` take async transports). Watches and heartbeats run as tasks on
-    the event loop that first started one."""
+    """The asyncio twin of :class:`NacosTokenClient`: an ``httpx.AsyncClient`` and an async context manager.
+    Watches and heartbeats run as tasks on the event loop that first started one.
+
+    It takes the same options, with the same meaning and defaults (see :class:`NacosTokenClient`), so code moves
+    between the two unchanged; only ``transport`` and ``mounts`` take async transports (an async ``transport`` that
+    is also a sync one, like ``httpx.MockTransport``, serves the auth's sync logins too):
+
+    * ``server_addresses``, ``username``, ``password``;
+    * NacosTokenAuth's, None meaning its default: ``namespace``, ``context_path``, ``api``, ``token_placement``,
+      ``refresh_ratio``, ``refresh_jitter``, ``login_timeout``, ``login_attempts``, ``login_backoff``,
+      ``negative_cache_seconds``, ``store_sync_interval``, ``store``, ``clock``, ``timer``,
+      ``rejection_classifier``, ``relogin_on_replaced``, ``on_event``;
+    * for requests and logins: ``transport``, ``verify``, ``timeout``, ``trust_env``;
+    * httpx's, for requests: ``base_url`` (a path under each server's context path), ``params``, ``headers``,
+      ``cookies``, ``follow_redirects``, ``max_redirects``, ``limits``, ``event_hooks``, ``mounts``, ``proxy``,
+      ``http1``, ``http2``, ``default_encoding``;
+    * this client's: ``snapshot_dir``, ``watch``, ``heartbeat_backoff``.
+    """
 
     def __init__(
         self,
@@ -949,9 +976,11 @@ class AsyncNacosTokenClient(_Base, httpx.AsyncClient):  # type: ignore[misc]  # 
 
     async def publish_config(self, data_id: str, content: str, group: str = DEFAULT_GROUP, tenant: str = "",
                              type: str | None = None) -> bool:
+        """:meth:`NacosTokenClient.publish_config`, awaited."""
         return await self._call(publish_config_call(data_id, content, group, tenant, type))
 
     async def remove_config(self, data_id: str, group: str = DEFAULT_GROUP, tenant: str = "") -> bool:
+        """:meth:`NacosTokenClient.remove_config`, awaited."""
         return await self._call(remove_config_call(data_id, group, tenant))
 
     async def add_config_listener(self, data_id: str, callback: Callable[[ConfigChange], Any],
@@ -1020,6 +1049,7 @@ class AsyncNacosTokenClient(_Base, httpx.AsyncClient):  # type: ignore[misc]  # 
                                           self._naming_api))
 
     async def get_token(self) -> str:
+        """:meth:`NacosTokenClient.get_token`, awaited on the running loop (a login never blocks it)."""
         return await self._nacos_auth.aget_token()
 
 

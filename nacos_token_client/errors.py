@@ -33,9 +33,10 @@ __all__ = [
     "public_name",
 ]
 
-#: The names of the classes in the tree: what ``TokenEvent.outcome`` is for a ``failure`` event.
 ErrorName = Literal["NacosTokenError", "ConfigurationError", "AuthenticationError", "LoginUnavailableError",
                     "LoginResponseError", "StoreError", "RequestFailedError", "PermissionDeniedError"]
+"""The names of the classes in the tree: what ``TokenEvent.outcome`` is for a ``failure`` event (a ``Literal``,
+so a type checker flags a comparison with a name that can never occur)."""
 
 
 class NacosTokenError(Exception):

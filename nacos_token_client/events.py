@@ -24,18 +24,18 @@ log = logging.getLogger("nacos_token_client")
 # f-strings and ``match`` on strings behave exactly as before, while mypy checks what is built and (with
 # ``strict_equality``) flags a comparison with a value that can never occur. ``typing.get_args`` lists them.
 
-#: What happened: see :class:`TokenEvent`.
 EventKind = Literal["login", "adopt", "failure", "invalidate", "rejection", "replay", "snapshot"]
+"""What happened: see :class:`TokenEvent`."""
 LoginOutcome = Literal["ok", "same_token", "from_store", "superseded"]
 InvalidateOutcome = Literal["dropped", "kept"]
 ReplayOutcome = Literal["sent", "rejected_again", "not_replayable", "gave_up", "backing_off"]
 #: The values of :class:`~nacos_token_client.protocol.RejectionKind`.
 RejectionOutcome = Literal["none", "token", "permission", "missing", "replaced", "kicked_out"]
-#: How it ended, by kind: a login's, an invalidation's, a replay's, a rejection's kind, ``served`` (snapshot), the
-#: error's class in the error tree or ``fleet_backoff`` (failure: another process's failed login is waited out),
-#: or ``""``.
 EventOutcome = Literal[LoginOutcome, InvalidateOutcome, ReplayOutcome, RejectionOutcome, ErrorName, "served",
                        "fleet_backoff", ""]
+"""How it ended, by kind: a login's, an invalidation's, a replay's, a rejection's kind, ``served`` (snapshot), the
+error's class in the error tree or ``fleet_backoff`` (failure: another process's failed login is waited out), or
+``""``."""
 
 
 @dataclass(frozen=True, slots=True)

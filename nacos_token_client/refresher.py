@@ -5,16 +5,31 @@ lock / delete in the store, start a background flow — and receive the results.
 :meth:`TokenSource.run_async` carry the commands out; they are the only places that touch threads, the event loop
 or the store, and the only places that handle cancellation: a flow interrupted at a command (``CancelledError``,
 ``KeyboardInterrupt``, a coroutine closed with its loop) is unwound by throwing :class:`Cancelled` into it, so its
-``finally`` blocks run (a store lock is released on a worker thread) and its lease is given back.
+``finally`` blocks run (a store lock is released, on a worker thread or by a task on its loop) and its lease is
+given back.
 
 * One :class:`SharedState` per (store, identity) in the process: every auth object with the same identity shares
   its core, so they log in once between them. Its ``threading.Lock`` guards the core for microseconds and is never
   held across I/O or an ``await``, so nothing is bound to an event loop.
-* A login in flight is a :class:`~nacos_token_client.lifecycle.Lease` owned by a thread or an event loop; waiters
-  wait on a ``concurrent.futures.Future`` completed when it ends, in slices, and decide again after every wake.
-* Async code never blocks its loop: store calls (locks included) run on worker threads, lock attempts are short
-  and a lock won after its waiter was cancelled is released at once.
+* A login in flight is a :class:`~nacos_token_client.lifecycle.Lease` owned by a thread or an event loop; its
+  waiters wait on its :class:`Wake`, in slices, and decide again after every wake.
+* Async code never blocks its loop: store calls (locks included) run on worker threads — or, for a store that
+  serves the running loop with its own async client (:class:`~nacos_token_client.stores.base.AsyncTokenStore`,
+  such as ``RedisTokenStore(url, asyncio=True)``), are awaited on the loop itself. Lock attempts are short, and a
+  lock won after its waiter was cancelled is released at once.
 * Fork-safe: a child gets fresh locks, no lease, no worker threads and no parent connections.
+
+Waiting is cheap at scale, and the fleet does not hammer a failing server. (a) A login in flight has one
+:class:`Wake`, and each event loop with tasks waiting for it has one gate (:class:`_Gate`): a waiting task costs one
+future, the gate keeps one timer for all of its tasks (at the earliest deadline asked for; a task woken early
+decides again), and the login's end costs one cross-thread wake-up per loop (``call_soon_threadsafe``), not one per
+task — threads wait on one ``threading.Event``. (b) With a shared store that can hold a
+:class:`~nacos_token_client.stores.base.FleetBackOff` (file, Redis), a leader that fails a login records the
+failure's back-off there, and a leader in another process that finds the record, under the store's login lock, waits
+it out instead of adding an attempt (one with no usable token waits at most its next flight delay; the flight ends
+like a failure, without counting one); the first successful login clears the record, records expire on their own and
+are bounded by ``MAX_FLEET_BACKOFF``, a record that cannot be read or written never stops a login, and
+``invalidate()`` (a forced login) overrides it.
 """
 
 from __future__ import annotations

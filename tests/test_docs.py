@@ -21,11 +21,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
+
 import nacos_token_client
 from nacos_token_client import (
+    AsyncNacosTokenClient,
     FileTokenStore,
     MemoryTokenStore,
     NacosTokenAuth,
+    NacosTokenClient,
     RedisTokenStore,
     TokenInfo,
     WatchSettings,
@@ -179,7 +183,11 @@ CONFIGURATION_TABLES: dict[str, Any] = {
     "FileTokenStore": FileTokenStore,
     "RedisTokenStore": RedisTokenStore,
     "MemoryTokenStore": MemoryTokenStore,
+    "NacosTokenClient": NacosTokenClient,  # the heading names both wrapper clients; their signatures match (below)
 }
+#: A wrapper client's option that NacosTokenAuth also takes, defaulting to None ("NacosTokenAuth's default") or
+#: required, is documented by NacosTokenAuth's table; its own table may still list it.
+PASSED_TO_AUTH: dict[str, Any] = {"NacosTokenClient": NacosTokenAuth}
 _HEADING = re.compile(r"^## `(\w+)`")
 _ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \|")
 
@@ -201,12 +209,31 @@ def _quoted_default_differs(quoted: str, default: Any) -> bool:
     text = quoted.strip("`")
     if default is inspect.Parameter.empty:
         return text != "required"
+    if isinstance(default, enum.Enum) and type(default).__name__.startswith("_"):
+        return text != "not given"  # a private sentinel: the option's meaning depends on whether it was given
     if callable(default):
         return text != default.__name__ and not text.endswith("." + default.__name__)
     try:
-        return bool(ast.literal_eval(text) != default)
-    except (ValueError, SyntaxError):
+        return bool(_literal_or_httpx_value(text) != default)
+    except (ValueError, SyntaxError, TypeError):
         return True
+
+
+def _literal_or_httpx_value(text: str) -> Any:
+    """A literal, or an httpx value class called with literal keywords: ``httpx.Limits(max_connections=100)``."""
+    tree = ast.parse(text, mode="eval").body
+    if (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Attribute) and isinstance(tree.func.value, ast.Name)
+            and tree.func.value.id == "httpx" and tree.func.attr in ("Limits", "Timeout") and not tree.args):
+        return getattr(httpx, tree.func.attr)(**{k.arg: ast.literal_eval(k.value) for k in tree.keywords if k.arg})
+    return ast.literal_eval(tree)
+
+
+_REQUIRED = inspect.Parameter.empty
+
+
+def _options(target: Any) -> dict[str, Any]:
+    return {name: p.default for name, p in inspect.signature(target).parameters.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def test_configuration_page_matches_the_signatures() -> None:
@@ -218,9 +245,11 @@ def test_configuration_page_matches_the_signatures() -> None:
         if rows is None:
             problems.append(f"docs/configuration.md has no option table under '## `{heading}`'")
             continue
-        parameters = {name: p.default for name, p in inspect.signature(target).parameters.items()
-                      if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        problems += [f"{heading}: option {name!r} is missing from the table" for name in parameters if name not in rows]
+        parameters = _options(target)
+        covered = _options(PASSED_TO_AUTH[heading]) if heading in PASSED_TO_AUTH else {}
+        passed = {name for name in covered if parameters.get(name, 0) is None or parameters.get(name, 0) is _REQUIRED}
+        problems += [f"{heading}: option {name!r} is missing from the table" for name in parameters
+                     if name not in rows and name not in passed]
         problems += [f"{heading}: the table lists {name!r}, which is no parameter" for name in rows
                      if name not in parameters]
         problems += [f"{heading}: {name!r} is quoted as {rows[name]} but defaults to {parameters[name]!r}"
@@ -228,9 +257,17 @@ def test_configuration_page_matches_the_signatures() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_the_wrapper_clients_share_one_table() -> None:
+    """One table documents both wrapper clients: they take the same options with the same defaults."""
+    assert _options(AsyncNacosTokenClient) == _options(NacosTokenClient)
+
+
 def test_the_configuration_check_sees_a_wrong_default() -> None:
     tables = _configuration_tables()
     assert tables["NacosTokenAuth"]["refresh_ratio"] == "`0.9`"
+    assert not _quoted_default_differs("`httpx.Limits(max_connections=100, max_keepalive_connections=20)`",
+                                       httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    assert _quoted_default_differs("`httpx.Limits(max_connections=10)`", httpx.Limits(max_connections=100))
     assert _quoted_default_differs("`0.8`", 0.9)
     assert _quoted_default_differs("`(0.2, 5.0)`", (0.2, 4.0))
     assert not _quoted_default_differs("`time.monotonic`", time.monotonic)

@@ -34,7 +34,7 @@ class TokenStore(Protocol):
     """What the client needs from a token store. Keys identify a login identity (servers, user, namespace)."""
 
     #: True when every call returns at once without I/O (an in-memory store): async callers then skip the
-    #: thread hop that file and network stores need.
+    #: thread hop that file and network stores need (unless they serve the loop natively: :class:`AsyncTokenStore`).
     local: bool
 
     def get(self, key: str) -> Token | None:
@@ -52,8 +52,9 @@ class TokenStore(Protocol):
     def lock(self, key: str, timeout: float) -> AbstractContextManager[bool]:
         """Hold the login lock for ``key`` while logging in; yields False if it could not be had in time, and
         raises (any exception) if the store cannot be asked — the caller then logs in without it, at once:
-        availability first. A lock whose holder died must expire, and it must be releasable from any thread
-        (async callers take and release it on worker threads)."""
+        availability first. A lock whose holder died must expire, and it must be releasable from any thread:
+        async callers of a store that does not serve their loop natively (see :class:`AsyncTokenStore`) take and
+        release it on worker threads, not necessarily the same one."""
         ...
 
 

@@ -56,7 +56,8 @@ class FileTokenStore:
 
     The path must be a regular file or not exist yet (a directory, FIFO or symlink is a ``ConfigurationError``);
     a missing parent directory is created with mode 0700 (and an INFO log record says so): a first run on a new
-    machine should work, and a directory holding tokens should be private.
+    machine should work, and a directory holding tokens should be private. ``clock`` (``time.time``): the wall
+    clock token and back-off expiry are measured on, for tests.
     """
 
     local = False

@@ -102,6 +102,14 @@ class RedisTokenStore:
     same server through a sync client) for sync callers and ``invalidate()``: redis-py has no public way to copy an
     async client's settings (Sentinel pools, credential providers, TLS contexts) into a sync one, and a guessed copy
     could reach another server or drop TLS without a word.
+
+    ``prefix`` (``"nacos-token:"``) namespaces the keys, so several applications can share one Redis; it may not
+    contain braces (the store puts each identity's keys in one hash tag). ``lock_ttl`` (60 s) is how long a login
+    lock outlives a holder that died, so a crashed process never stops the fleet's logins for longer.
+    ``socket_timeout`` (1 s; URL and Sentinel stores: a client you pass keeps its own settings) bounds every Redis call,
+    so an unreachable Redis costs a second and a warning, not a hang. ``clock`` (``time.time``): the wall clock
+    token and back-off expiry are measured on, for tests. ``cluster`` (False): the URL names a Redis Cluster node
+    (as a ``redis+cluster://`` URL does).
     """
 
     local = False
@@ -362,21 +370,31 @@ class RedisTokenStore:
     # -- the TokenStore and FleetBackOffStore protocols -------------------------------------------------------------
 
     def get(self, key: str) -> Token | None:
+        """The stored token, or None (missing, expired, malformed, or Redis unreachable)."""
         return self._run("get", self._get_op(key), None)
 
     def put(self, key: str, token: Token) -> None:
+        """Store ``token`` as one hash that expires with it (skipped if it has already expired, or Redis is
+        unreachable)."""
         self._run("put", self._put_op(key, token), None)
 
     def delete(self, key: str, value: str | None = None) -> bool:
+        """Drop the token — atomically only if it is still ``value`` when given, so an ``invalidate()`` never drops
+        the token another process just logged in for. True if dropped."""
         return self._run("delete", self._delete_op(key, value), False)
 
     def get_backoff(self, key: str) -> FleetBackOff | None:
+        """The fleet's recorded login back-off for ``key``, or None (none, over, malformed, or Redis
+        unreachable)."""
         return self._run("get_backoff", self._get_backoff_op(key), None)
 
     def put_backoff(self, key: str, backoff: FleetBackOff) -> None:
+        """Record a failed login's back-off; Redis expires it at ``backoff.until`` (one already over, or longer than
+        a reader would accept, is not written)."""
         self._run("put_backoff", self._put_backoff_op(key, backoff), None)
 
     def clear_backoff(self, key: str) -> None:
+        """Forget the back-off for ``key``: a login succeeded, so the fleet may log in again at once."""
         self._run("clear_backoff", self._clear_backoff_op(key), None)
 
     @contextlib.contextmanager
@@ -402,21 +420,27 @@ class RedisTokenStore:
     # -- the AsyncTokenStore and AsyncFleetBackOffStore protocols ---------------------------------------------------
 
     async def aget(self, key: str) -> Token | None:
+        """:meth:`get` on the running loop's async client."""
         return await self._arun("get", self._get_op(key), None)
 
     async def aput(self, key: str, token: Token) -> None:
+        """:meth:`put` on the running loop's async client."""
         await self._arun("put", self._put_op(key, token), None)
 
     async def adelete(self, key: str, value: str | None = None) -> bool:
+        """:meth:`delete` on the running loop's async client."""
         return await self._arun("delete", self._delete_op(key, value), False)
 
     async def aget_backoff(self, key: str) -> FleetBackOff | None:
+        """:meth:`get_backoff` on the running loop's async client."""
         return await self._arun("get_backoff", self._get_backoff_op(key), None)
 
     async def aput_backoff(self, key: str, backoff: FleetBackOff) -> None:
+        """:meth:`put_backoff` on the running loop's async client."""
         await self._arun("put_backoff", self._put_backoff_op(key, backoff), None)
 
     async def aclear_backoff(self, key: str) -> None:
+        """:meth:`clear_backoff` on the running loop's async client."""
         await self._arun("clear_backoff", self._clear_backoff_op(key), None)
 
     @contextlib.asynccontextmanager

@@ -12,6 +12,8 @@ S3  CPU per async login (and per sync login), one event loop, sequential logins 
 S4  building one identity (memory store).
 S5  a herd of asyncio tasks meeting an expired token (300 ms login) ÷ the same herd with a fresh token.
 S6  login attempts during a login outage: 16 processes sharing a file store ÷ one process.
+S7  the hot path with all of it (sync and async): requests/s with NacosTokenAuth ÷ a static Bearer header, the same
+    in-process mock transport, interleaved rounds; median ratio of process CPU time with a 95 % interval.
 
 Each client-side measure runs in a fresh interpreter whose ``PYTHONPATH`` selects the implementation; the mock
 server runs in a child process of this one (``chaos.ServerProcess``) so that it does not share a GIL with the
@@ -332,14 +334,92 @@ def s6(impls: dict[str, Path], quick: bool) -> dict[str, Any]:
     return results
 
 
-MEASURES = {"S1": s1_s2, "S3": s3, "S4": s4, "S5": s5, "S6": s6}
+def _median_interval(values: list[float]) -> tuple[float, float, float]:
+    """The median and a distribution-free 95 % interval for it (order statistics)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    k = max(int(n / 2 - 0.98 * n ** 0.5), 0)
+    return statistics.median(ordered), ordered[k], ordered[min(n - 1 - k, n - 1)]
+
+
+def s7(impls: dict[str, Path], quick: bool) -> dict[str, Any]:
+    """Run in this process on this checkout only: the baseline is a static header, in the same rounds."""
+    import httpx
+
+    from nacos_token_client import MemoryTokenStore, NacosTokenAuth
+    from nacos_token_client.testing import MockNacosServer
+
+    class StaticBearer(httpx.Auth):
+        def __init__(self, token: str) -> None:
+            self.token = token
+
+        def auth_flow(self, request: httpx.Request) -> Any:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+            yield request
+
+    rounds, per_round = (9, 300) if quick else (41, 1000)
+    server = MockNacosServer(token_ttl=18_000)
+    server.set_config("bench.yaml", "x: 1")
+    transport = server.transport()
+    url, params = "http://nacos.bench:8848/nacos/v1/cs/configs", {"dataId": "bench.yaml", "group": "DEFAULT_GROUP"}
+    auth = NacosTokenAuth("http://nacos.bench:8848", "nacos", "nacos", store=MemoryTokenStore(), transport=transport)
+    static = StaticBearer(auth.get_token())
+    out: dict[str, Any] = {}
+
+    def sync_round(client: httpx.Client) -> float:
+        started = time.process_time()
+        for _ in range(per_round):
+            client.get(url, params=params)
+        return time.process_time() - started
+
+    async def async_round(client: httpx.AsyncClient) -> float:
+        started = time.process_time()
+        for _ in range(per_round):
+            await client.get(url, params=params)
+        return time.process_time() - started
+
+    with httpx.Client(auth=auth, transport=transport) as ours, httpx.Client(auth=static, transport=transport) as base:
+        for client in (ours, base):
+            sync_round(client)
+        ratios = []
+        for r in range(rounds):
+            if r % 2 == 0:
+                mine, theirs = sync_round(ours), sync_round(base)
+            else:
+                theirs, mine = sync_round(base), sync_round(ours)
+            ratios.append(theirs / mine)  # requests/s ours ÷ base = CPU base ÷ CPU ours
+        out["sync"] = ratios
+
+    async def run_async() -> list[float]:
+        async with httpx.AsyncClient(auth=auth, transport=transport) as ours, \
+                httpx.AsyncClient(auth=static, transport=transport) as base:
+            for client in (ours, base):
+                await async_round(client)
+            ratios = []
+            for r in range(rounds):
+                if r % 2 == 0:
+                    mine, theirs = await async_round(ours), await async_round(base)
+                else:
+                    theirs, mine = await async_round(base), await async_round(ours)
+                ratios.append(theirs / mine)
+            return ratios
+
+    out["async"] = asyncio.run(run_async())
+    for mode in ("sync", "async"):
+        median, low, high = _median_interval(out[mode])
+        print(f"S7    {mode:8}: hot path ÷ static Bearer header {median:.3f} (95 % interval {low:.3f}-{high:.3f}; "
+              f"{rounds} interleaved rounds x {per_round} requests, process CPU time)")
+    return out
+
+
+MEASURES = {"S1": s1_s2, "S3": s3, "S4": s4, "S5": s5, "S6": s6, "S7": s7}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--baseline", default=BASELINE_REV, help="git revision measured as the baseline")
-    parser.add_argument("--only", default=",".join(MEASURES), help="comma-separated: S1 (with S2), S3, S4, S5, S6")
+    parser.add_argument("--only", default=",".join(MEASURES), help="comma-separated: S1 (with S2), S3 ... S7")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -45,6 +45,12 @@ logins back off — ``storm_backoff_initial``, doubling with each back-off in a 
 and rejected requests go back as they are, at once, while other requests keep using the current token. When a
 back-off ends, the next rejection leads one login. A token that outlives its window resets the strikes.
 
+Fleet back-off: a transient login failure returns the wall time until which this identity's logins wait
+(:meth:`TokenLifecycle.login_failed`); a driver with a shared store records it for the other processes. A leader
+that finds such a record does not add an attempt (:meth:`TokenLifecycle.fleet_backing_off`): the flight ends like a
+failure without counting one, waiters wait within their own budgets, a process holding a usable token postpones its
+refresh to the record's end, and one with none waits at most its own flight delay. ``invalidate()`` overrides it.
+
 Methods that change state must be called with the driver's lock held; :meth:`TokenLifecycle.fast_token` is the
 lock-free read used by every request in the fresh zone.
 """

@@ -53,7 +53,7 @@ from .errors import NacosTokenError, public_name
 from .events import EventHooks, LoginOutcome, TokenEvent
 from .lifecycle import Action, Decision, Lease, Owner, RefreshReason, RejectionVerdict, Ticket, Token, TokenLifecycle
 from .login import LoginClient, LoginResult
-from .stores.base import AsyncFleetBackOffStore, AsyncTokenStore, FleetBackOff, FleetBackOffStore, TokenStore
+from .stores.base import AsyncTokenStore, FleetBackOff, FleetBackOffStore, TokenStore
 
 __all__ = ["Cancelled", "SharedState", "StormBackOff", "TokenSource", "shared_state"]
 
@@ -531,30 +531,18 @@ class TokenSource:
             return None
         if isinstance(command, SendLogin):
             return self.login.login_sync(command.deadline)
-        if isinstance(command, StoreGet):
-            return _store_call(store.get, key)
-        if isinstance(command, StorePut):
-            return _store_call(store.put, key, command.token)
-        if isinstance(command, StoreDelete):
-            return _store_call(store.delete, key, command.value)
+        operation = _store_operation(command)
+        if operation is not None:
+            name, args = operation
+            return _store_call(getattr(store, name), key, *args)
         if isinstance(command, StoreLock):
             handle = _lock_attempt(store, key, command.seconds)
             return None if handle is LOCK_FAILED else handle
         if isinstance(command, StoreUnlock):
             return _unlock(command.handle)
-        if isinstance(command, BackOffGet | BackOffPut | BackOffClear):
-            return self._backoff_call(command)()
+        assert isinstance(command, Spawn)
         self._spawn_thread(command)
         return None
-
-    def _backoff_call(self, command: BackOffGet | BackOffPut | BackOffClear) -> Callable[[], Any]:
-        store, key = self.state.store, self.state.key
-        assert isinstance(store, FleetBackOffStore)
-        if isinstance(command, BackOffGet):
-            return functools.partial(_store_call, store.get_backoff, key)
-        if isinstance(command, BackOffPut):
-            return functools.partial(_store_call, store.put_backoff, key, command.backoff)
-        return functools.partial(_store_call, store.clear_backoff, key)
 
     def _spawn_thread(self, spawn: Spawn) -> None:
         def run() -> None:
@@ -610,32 +598,18 @@ class TokenSource:
             return await self._lock_async(command.seconds)
         if isinstance(command, StoreUnlock) and isinstance(command.handle, _LoopLock):
             return await command.handle.release()
-        native = _native(store)
-        if native is not None:  # the store's own async client: no worker thread
-            if isinstance(command, StoreGet):
-                return await _astore_call(native.aget, key)
-            if isinstance(command, StorePut):
-                return await _astore_call(native.aput, key, command.token)
-            if isinstance(command, StoreDelete):
-                return await _astore_call(native.adelete, key, command.value)
-            if isinstance(command, BackOffGet | BackOffPut | BackOffClear) and isinstance(
-                    native, AsyncFleetBackOffStore):
-                if isinstance(command, BackOffGet):
-                    return await _astore_call(native.aget_backoff, key)
-                if isinstance(command, BackOffPut):
-                    return await _astore_call(native.aput_backoff, key, command.backoff)
-                return await _astore_call(native.aclear_backoff, key)
         call: Callable[[], Any]
-        if isinstance(command, StoreUnlock):
-            call = functools.partial(_unlock, command.handle)
-        elif isinstance(command, StoreGet):
-            call = functools.partial(_store_call, store.get, key)
-        elif isinstance(command, StorePut):
-            call = functools.partial(_store_call, store.put, key, command.token)
-        elif isinstance(command, StoreDelete):
-            call = functools.partial(_store_call, store.delete, key, command.value)
+        operation = _store_operation(command)
+        if operation is not None:
+            name, args = operation
+            native = _native(store)
+            method = getattr(native, "a" + name, None) if native is not None else None
+            if method is not None:  # the store's own async client: no worker thread
+                return await _astore_call(method, key, *args)
+            call = functools.partial(_store_call, getattr(store, name), key, *args)
         else:
-            call = self._backoff_call(command)
+            assert isinstance(command, StoreUnlock)
+            call = functools.partial(_unlock, command.handle)
         if store.local:
             return call()
         return await asyncio.wrap_future(_executor().submit(call))
@@ -841,6 +815,24 @@ def _release_won(attempt: _Attempt) -> None:
             handle.release_soon()
         elif handle is not None and not isinstance(handle, _LockFailed):
             _unlock(handle)
+
+
+def _store_operation(command: Command) -> tuple[str, tuple[Any, ...]] | None:
+    """The store method (its sync name; the async one adds an ``a``) and arguments after the key that carry out
+    ``command``, for the commands that are one plain store call; None for the others."""
+    if isinstance(command, StoreGet):
+        return "get", ()
+    if isinstance(command, StorePut):
+        return "put", (command.token,)
+    if isinstance(command, StoreDelete):
+        return "delete", (command.value,)
+    if isinstance(command, BackOffGet):
+        return "get_backoff", ()
+    if isinstance(command, BackOffPut):
+        return "put_backoff", (command.backoff,)
+    if isinstance(command, BackOffClear):
+        return "clear_backoff", ()
+    return None
 
 
 def _native(store: TokenStore) -> AsyncTokenStore | None:

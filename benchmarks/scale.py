@@ -290,7 +290,7 @@ def s4(impls: dict[str, Path], quick: bool) -> dict[str, Any]:
 
 
 def s5(impls: dict[str, Path], quick: bool) -> dict[str, Any]:
-    tasks, rounds, runs = (2_000, 3, 1) if quick else (10_000, 5, 3)
+    tasks, rounds, runs = (2_000, 3, 1) if quick else (10_000, 5, 5)
     results: dict[str, list[dict[str, Any]]] = {label: [] for label in impls}
     for _ in range(runs):
         for label, impl in impls.items():
@@ -300,7 +300,9 @@ def s5(impls: dict[str, Path], quick: bool) -> dict[str, Any]:
         fresh = [r["fresh_s"] for r in rows]
         expired = [r["expired_s"] for r in rows]
         logins = max(r["logins_per_expired_round"] for r in rows)
-        print(f"S5    {label:8}: {tasks} tasks: expired ÷ fresh {_interval(ratios)} "
+        median, low, high = _median_interval(ratios)
+        print(f"S5    {label:8}: {tasks} tasks: expired ÷ fresh {median:.3f} (95 % interval {low:.3f}-{high:.3f}; "
+              f"range {min(ratios):.3f}-{max(ratios):.3f}) "
               f"(fresh {_interval(fresh)} s, expired {_interval(expired)} s; {logins:g} login(s) per round; "
               f"{len(ratios)} paired rounds)")
     return results

@@ -31,7 +31,8 @@ A request's own budget (a :class:`Ticket`):
 Leases, not flags: a login in flight and a background store look are :class:`Lease` objects with a monotonic
 deadline and an owner. A lease whose deadline passed, or whose owner is gone (a thread that died, an event loop
 that was closed), is void: the next request leads instead of waiting for a login nobody will finish. Waits are
-sliced (``lease_check_interval``) so a waiter notices a dead owner quickly.
+sliced (``lease_check_interval``) so a waiter notices a dead owner quickly; a driver holding many waiters may
+instead check on their behalf, once a slice, and let the rest wait their whole ``patience``.
 
 Generations and replay: every login (and every token adopted from a shared store) gets the next generation
 number. A rejection that drops the cached token (and an ``invalidate()``) raises the *floor*: from then on only a
@@ -345,6 +346,8 @@ class Ticket:
 class Owner:
     """Who holds a lease. The drivers subclass it (a thread, an event loop); the core only asks ``alive()``."""
 
+    __slots__ = ()
+
     def alive(self) -> bool:
         """False once the owner can no longer finish what it leads (its thread died, its loop was closed)."""
         return True
@@ -368,7 +371,10 @@ class Lease:
 class Decision:
     """The core's answer for one request. ``token``: the token to send (USE and the background actions);
     ``lease``: the login to lead (LOGIN, REFRESH_IN_BACKGROUND) or the store look (SYNC_IN_BACKGROUND);
-    ``wait``: seconds to wait before deciding again (WAIT); ``error``: what to raise (FAIL)."""
+    ``wait``: seconds to wait before deciding again (WAIT), at most ``lease_check_interval`` while a login is in
+    flight, so that a dead leader is noticed; ``patience``: how long the wait may last if the flight stays held (a
+    driver that checks the flight itself, once for many waiters, lets them wait that long); ``error``: what to
+    raise (FAIL)."""
 
     action: Action
     token: Token | None = None
@@ -376,6 +382,7 @@ class Decision:
     lease: Lease | None = None
     wait: float = 0.0
     error: NacosTokenError | None = None
+    patience: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,8 +470,9 @@ class TokenLifecycle:
                     return self._lead(Action.REFRESH_IN_BACKGROUND, RefreshReason.ADVISORY, token, mono, owner)
                 return Decision(Action.USE, token)
             if flight is not None:  # MANDATORY: wait for the login in flight, never past usable_until
-                wait = min(token.usable_until - now, flight.deadline - mono, policy.lease_check_interval)
-                return Decision(Action.WAIT, token, wait=max(wait, 0.0))
+                patience = max(min(token.usable_until - now, flight.deadline - mono), 0.0)
+                return Decision(Action.WAIT, token, wait=min(patience, policy.lease_check_interval),
+                                patience=patience)
             if now < self._retry_at:
                 return Decision(Action.USE, token)  # a login just failed; the token is still good, don't hammer
             return self._lead(Action.LOGIN, RefreshReason.MANDATORY, token, mono, owner)
@@ -476,12 +484,13 @@ class TokenLifecycle:
         if mono >= ticket.deadline:
             return Decision(Action.FAIL, error=self._budget_spent())
         if flight is not None:
-            wait = min(flight.deadline - mono, ticket.deadline - mono, policy.lease_check_interval)
-            return Decision(Action.WAIT, wait=max(wait, 0.0))
+            patience = max(min(flight.deadline - mono, ticket.deadline - mono), 0.0)
+            return Decision(Action.WAIT, wait=min(patience, policy.lease_check_interval), patience=patience)
         if ticket.min_generation and mono < self._storm_until:
             return Decision(Action.BACK_OFF)
         if mono < self._next_flight:
-            return Decision(Action.WAIT, wait=min(self._next_flight, ticket.deadline) - mono)
+            wait = min(self._next_flight, ticket.deadline) - mono
+            return Decision(Action.WAIT, wait=wait, patience=wait)
         if ticket.min_generation and self._next_reason is None:
             reason = RefreshReason.REJECTED
         elif self._next_reason is not None:

@@ -3,7 +3,8 @@
 Every login has a hard deadline (monotonic). It bounds the retries and each attempt — connect, send and reading
 the answer — and the answer is streamed and abandoned past 1 MiB or the deadline, whichever comes first:
 
-* async: the attempt runs under ``asyncio.wait_for``, which cancels it at the deadline;
+* async: the attempt runs under ``asyncio.timeout`` in the caller's own task (``asyncio.wait_for`` on 3.10),
+  which cancels it at the deadline;
 * sync: each phase timeout is capped at the time left, the body is read chunk by chunk against the deadline, and
   a watchdog shuts the attempt's socket down at the deadline (a server that trickles its headers one byte at a
   time is cut off too). Login requests ask for ``Connection: close`` so that every attempt has its own socket
@@ -28,12 +29,13 @@ import math
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from cachetools import LRUCache
@@ -62,6 +64,7 @@ from .protocol import (
 __all__ = ["LoginClient", "LoginResult", "PasswordSource", "RetrySettings", "SharedClients", "shared_clients"]
 
 log = logging.getLogger("nacos_token_client")
+T = TypeVar("T")
 
 #: A password, or a zero-argument callable returning the current one (for secrets that rotate).
 PasswordSource = str | Callable[[], str]
@@ -437,8 +440,8 @@ class LoginClient:
             request = next(steps)
             while True:
                 try:
-                    answer = await asyncio.wait_for(self._send_async(client, request, deadline),
-                                                    max(deadline - self.timer(), 0.0))
+                    answer = await _within(self._send_async(client, request, deadline),
+                                           max(deadline - self.timer(), 0.0))
                 except asyncio.TimeoutError:
                     raise _DeadlinePassed(f"login to {server} did not finish by its deadline") from None
                 request = steps.send(answer)
@@ -465,6 +468,16 @@ class LoginClient:
 
     def reset_after_fork(self) -> None:
         """The shared clients reset themselves in a forked child; nothing of this identity's to drop."""
+
+
+async def _within(awaitable: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``awaitable`` cancelled after ``seconds`` (``asyncio.TimeoutError``), run in the calling task: a herd's
+    leader starts its login at once instead of behind every task already queued on the loop, as the task that
+    ``asyncio.wait_for`` creates before 3.12 would."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - 3.10
 
 
 def _or_inf(value: float | None) -> float:

@@ -108,71 +108,93 @@ class Wake:
         """Block this thread until set, or for ``seconds``."""
         self._event.wait(seconds)
 
-    async def wait_async(self, seconds: float) -> None:
-        """Wait on the running loop until set, or for ``seconds``; a cancelled task stops waiting alone."""
+    def waiter(self, patience: float, check_every: float) -> tuple[_Gate, asyncio.Future[None]] | None:
+        """This task's future on the running loop's gate (None: already set). It is done when the wake is set,
+        after ``patience``, or when the gate picks this task to check the flight (every ``check_every``). Await it,
+        then :meth:`_Gate.leave` in a ``finally``: a cancelled task stops waiting alone."""
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._event.is_set():
-                return
+                return None
             gate = self._gates.get(loop)
             if gate is None:
                 gate = self._gates[loop] = _Gate(loop)
         if gate.opened:
-            return
-        waiter: asyncio.Future[None] = loop.create_future()
-        gate.add(waiter, seconds)
-        try:
-            await waiter
-        finally:
-            gate.waiters.discard(waiter)
+            return None
+        future: asyncio.Future[None] = loop.create_future()
+        gate.add(future, patience, check_every)
+        return gate, future
 
 
 class _Gate:
     """The waiters of one loop on one :class:`Wake`, touched only from that loop's thread: one future each, one
-    timer for all (it wakes everyone at the earliest deadline asked for; a waiter woken early decides again)."""
+    timer for all. The timer wakes the waiters whose patience ran out (their budget, the flight's deadline) and,
+    once every ``check_every``, one waiter to decide again for all: if the leader died, that waiter leads the next
+    login and the new flight's start wakes the rest; if not, it waits again. A herd costs one decision per check,
+    not one per task."""
 
-    __slots__ = ("due", "loop", "opened", "timer", "waiters")
+    __slots__ = ("check_every", "due", "loop", "opened", "timer", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.opened = False
-        self.waiters: set[asyncio.Future[None]] = set()
+        self.waiters: dict[asyncio.Future[None], float] = {}  # each waiter's deadline (loop time), oldest first
         self.timer: asyncio.TimerHandle | None = None
         self.due = math.inf
+        self.check_every = math.inf
 
-    def add(self, waiter: asyncio.Future[None], seconds: float) -> None:
-        self.waiters.add(waiter)
-        due = self.loop.time() + seconds
+    def add(self, waiter: asyncio.Future[None], patience: float, check_every: float) -> None:
+        now = self.loop.time()
+        self.waiters[waiter] = now + patience
+        self.check_every = min(self.check_every, check_every)
+        self._arm(now + min(patience, self.check_every))
+
+    def leave(self, waiter: asyncio.Future[None]) -> None:
+        self.waiters.pop(waiter, None)
+
+    def open(self) -> None:
+        self.opened = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer, self.due = None, math.inf
+        waiters, self.waiters = self.waiters, {}
+        for waiter in waiters:
+            _resolve(waiter)
+
+    def _arm(self, due: float) -> None:
         if due < self.due:
             if self.timer is not None:
                 self.timer.cancel()
             self.due = due
-            self.timer = self.loop.call_at(due, self._time_up)
+            self.timer = self.loop.call_at(due, self._tick)
 
-    def open(self) -> None:
-        self.opened = True
-        self._wake_all()
-
-    def _time_up(self) -> None:
+    def _tick(self) -> None:
         self.timer, self.due = None, math.inf
-        self._wake_all()
+        now = self.loop.time()
+        expired = [waiter for waiter, deadline in self.waiters.items() if deadline <= now]
+        if not expired and self.waiters:
+            expired = [next(iter(self.waiters))]  # the flight check: the longest waiter decides again
+        for waiter in expired:
+            del self.waiters[waiter]
+            _resolve(waiter)
+        if self.waiters:
+            self._arm(min(*self.waiters.values(), now + self.check_every))
 
-    def _wake_all(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer, self.due = None, math.inf
-        waiters, self.waiters = self.waiters, set()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
 class WaitFor:
-    """Wait until ``wake`` is set (the login in flight ended) or ``seconds`` pass; with no ``wake``, sleep."""
+    """Wait until ``wake`` is set (the login in flight ended) or ``seconds`` pass; with no ``wake``, sleep. An
+    event loop's gate checks the flight every ``seconds`` for all its waiters (by waking one of them to decide
+    again) and lets the others wait up to ``patience``."""
 
     wake: Wake | None
     seconds: float
+    patience: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +269,8 @@ Flow = Generator[Command, Any, T]
 class ThreadOwner(Owner):
     """A lease held by a thread: void once the thread has died."""
 
+    __slots__ = ("thread",)
+
     def __init__(self, thread: threading.Thread | None = None) -> None:
         self.thread = thread or threading.current_thread()
 
@@ -256,6 +280,8 @@ class ThreadOwner(Owner):
 
 class LoopOwner(Owner):
     """A lease held by a task: void once its event loop is closed or the loop's thread has died."""
+
+    __slots__ = ("loop", "thread")
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -267,6 +293,8 @@ class LoopOwner(Owner):
 
 class PendingOwner(Owner):
     """The owner of a background flow not started yet: alive until bound, then as alive as what it is bound to."""
+
+    __slots__ = ("bound",)
 
     def __init__(self) -> None:
         self.bound: Owner | None = None
@@ -445,7 +473,7 @@ class TokenSource:
                 if action is Action.LOGIN:
                     yield from self._lead_flow(decision, False)
                 else:  # WAIT
-                    yield WaitFor(wake, decision.wait)
+                    yield WaitFor(wake, decision.wait, max(decision.patience, decision.wait))
         finally:
             if waited_since is not None:
                 self.hooks.observe_wait(self.timer() - waited_since)
@@ -571,8 +599,18 @@ class TokenSource:
                 return stop.value  # type: ignore[no-any-return]
             reply, error = None, None
             try:
-                if isinstance(command, WaitFor) and command.wake is not None:  # the herd's path, kept short
-                    await command.wake.wait_async(command.seconds)
+                if isinstance(command, WaitFor) and command.wake is not None:
+                    # The herd's path, kept short: no coroutine, no object beyond the task's one future.
+                    entry = command.wake.waiter(command.patience, command.seconds)
+                    del command
+                    if entry is not None:
+                        gate, waiter = entry
+                        del entry
+                        try:
+                            await waiter
+                        finally:
+                            gate.leave(waiter)
+                        del gate, waiter
                 else:
                     reply = await self._execute_async(command)
             except Exception as exc:
@@ -583,11 +621,8 @@ class TokenSource:
 
     async def _execute_async(self, command: Command) -> Any:
         store, key = self.state.store, self.state.key
-        if isinstance(command, WaitFor):
-            if command.wake is None:
-                await asyncio.sleep(command.seconds)
-            else:
-                await command.wake.wait_async(command.seconds)
+        if isinstance(command, WaitFor):  # a wait with a wake is run_async's own
+            await asyncio.sleep(command.seconds)
             return None
         if isinstance(command, SendLogin):
             return await self.login.login_async(command.deadline)

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -223,6 +224,91 @@ def test_a_herd_on_two_loops_gets_one_wake_up_per_loop() -> None:
     assert mock.stats.logins == 1
     assert results[0][0] == results[1][0] == {auth.get_token()}
     assert results[0][1] <= 2 and results[1][1] <= 2  # one wake-up per loop (and no more than a stray one)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no asyncio.timeout; wait_for runs a new task")
+async def test_a_herds_leader_logs_in_before_the_rest_of_the_herd_has_queued() -> None:
+    """The task that leads the login sends it at once. (It used to send it from a task of its own, queued behind
+    every task of the herd: a herd whose requests take longer to build than the login to answer paid for both.)"""
+    mock = MockNacosServer(token_ttl=18000)
+    mock.login_delay = 0.05
+    served = mock.transport()
+    started = 0
+    started_at_login: list[int] = []
+
+    class Recording(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/auth/login"):
+                started_at_login.append(started)
+            return await served.handle_async_request(request)
+
+    auth = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=MemoryTokenStore(),
+                          async_transport=Recording())
+
+    async def one(client: httpx.AsyncClient) -> int:
+        nonlocal started
+        started += 1
+        response = await client.get("http://nacos.test:8848/nacos/v1/cs/configs",
+                                    params={"dataId": "a", "group": "DEFAULT_GROUP"})
+        return response.status_code
+
+    async with httpx.AsyncClient(auth=auth, transport=served) as client:
+        statuses = await asyncio.gather(*(one(client) for _ in range(300)))
+    assert started_at_login == [1]  # sent by the first task before the 299 others began
+    assert set(statuses) == {404} and mock.stats.logins == 1
+
+
+async def test_a_herd_waiting_through_a_long_login_decides_twice_per_task_not_once_per_slice() -> None:
+    """Waits are sliced (lease_check_interval, 0.5 s) so that a dead leader is noticed. A loop's gate checks for its
+    whole herd by waking one task per slice; the rest sleep on. (It used to wake every task every slice: a 1.6 s
+    login cost each of 500 tasks four decisions and wake-ups more.)"""
+    from nacos_token_client.lifecycle import TokenLifecycle
+
+    mock, auth = _slow_login_auth(1.6)
+    decisions = 0
+    original = TokenLifecycle.decide
+
+    def counting(self: TokenLifecycle, *args: Any) -> Any:
+        nonlocal decisions
+        decisions += 1
+        return original(self, *args)
+
+    TokenLifecycle.decide = counting  # type: ignore[method-assign,assignment]
+    try:
+        tokens = await asyncio.gather(*(auth.aget_token() for _ in range(500)))
+    finally:
+        TokenLifecycle.decide = original  # type: ignore[method-assign]
+    assert len(set(tokens)) == 1 and mock.stats.logins == 1
+    assert decisions <= 2 * 500 + 10  # each: wait, then use; plus one check per slice
+
+
+async def test_a_herds_gate_notices_a_dead_leader_within_a_slice() -> None:
+    """A login is in flight under a leader that dies without a word (a thread gone, a loop closed elsewhere). The
+    one task the gate wakes to check finds the lease void and leads; the rest follow its login."""
+    from nacos_token_client.lifecycle import Owner, Ticket
+
+    class Mortal(Owner):
+        def __init__(self) -> None:
+            self.living = True
+
+        def alive(self) -> bool:
+            return self.living
+
+    now = [time.time()]
+    mock, auth = _slow_login_auth(0.0, clock=lambda: now[0])
+    await auth.aget_token()
+    now[0] += 20_000  # the token expired
+    source = auth._require_source()
+    dead = Mortal()
+    decision, _ = source.state.decide(source.clock(), source.timer(), Ticket(), dead)  # it leads the login
+    assert decision.lease is not None and decision.lease.owner is dead
+    began = time.monotonic()
+    herd = asyncio.gather(*(auth.aget_token() for _ in range(300)))
+    await asyncio.sleep(0.1)
+    dead.living = False
+    tokens = await asyncio.wait_for(herd, 5)
+    assert time.monotonic() - began < 1.0  # within a slice or two of the death, not at the lease's deadline
+    assert len(set(tokens)) == 1 and mock.stats.logins == 2
 
 
 async def test_cancelling_some_waiters_leaves_the_others_and_the_login_alone() -> None:

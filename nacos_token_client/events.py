@@ -6,6 +6,7 @@ counters. A hook that raises is logged and ignored: observability must never bre
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -104,12 +105,19 @@ class EventHooks:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(self._names, 0)
         self._wait_seconds = 0.0
+        self._hits = itertools.count()  # cache_hits, counted without the lock (see hit())
+        self._hit_reads = 0
 
     def count(self, name: str) -> None:
         """Add one to the :class:`AuthStats` counter ``name`` (thread-safe)."""
         # dict item increments are not atomic; the lock is uncontended and costs ~50 ns.
         with self._lock:
             self._counts[name] += 1
+
+    def hit(self) -> None:
+        """Add one to ``cache_hits``: the hot path's counter, so lock-free (``next()`` on an ``itertools.count`` is
+        one atomic step; a read takes one too, which :meth:`snapshot` subtracts)."""
+        next(self._hits)
 
     def observe_wait(self, seconds: float) -> None:
         """Add a finished wait to ``wait_seconds``."""
@@ -138,4 +146,6 @@ class EventHooks:
     def snapshot(self) -> AuthStats:
         """The counters now, as a frozen :class:`AuthStats`."""
         with self._lock:
-            return AuthStats(wait_seconds=self._wait_seconds, **self._counts)
+            hits = next(self._hits) - self._hit_reads
+            self._hit_reads += 1
+            return AuthStats(wait_seconds=self._wait_seconds, **{**self._counts, "cache_hits": hits})

@@ -146,7 +146,8 @@ class _Gate:
     def add(self, waiter: asyncio.Future[None], patience: float, check_every: float) -> None:
         now = self.loop.time()
         self.waiters[waiter] = now + patience
-        self.check_every = min(self.check_every, check_every)
+        if check_every < patience:  # a slice of a longer wait; a wait shorter than a slice is only a deadline
+            self.check_every = min(self.check_every, check_every)
         self._arm(now + min(patience, self.check_every))
 
     def leave(self, waiter: asyncio.Future[None]) -> None:
@@ -320,18 +321,22 @@ class SharedState:
         with self.lock:
             decision = self.core.decide(now, mono, ticket, owner)
             lease = decision.lease
+            flight = self.core.flight
+            if self.wakes and (flight is None or len(self.wakes) > 1 or flight.generation not in self.wakes):
+                # a flight this decision found void (or replaced): its waiters decide again now, whatever the
+                # action — the one who noticed may lead, back off, fail or send a still-usable token
+                for generation in [g for g in self.wakes if flight is None or g != flight.generation]:
+                    self.wakes.pop(generation).set()
             if decision.action in (Action.LOGIN, Action.REFRESH_IN_BACKGROUND) and lease is not None:
-                for stale in self.wakes.values():  # a voided flight's waiters decide again now
-                    stale.set()
-                self.wakes = {lease.generation: Wake()}
+                self.wakes[lease.generation] = Wake()
             if decision.action in (Action.REFRESH_IN_BACKGROUND, Action.SYNC_IN_BACKGROUND) and lease is not None:
                 lease.owner = PendingOwner()
-            flight = self.core.flight
             return decision, self.wakes.get(flight.generation) if flight is not None else None
 
     def ended(self, lease: Lease) -> None:
         """The login ``lease`` ended (the core already knows how): wake its waiters."""
-        wake = self.wakes.pop(lease.generation, None)
+        with self.lock:
+            wake = self.wakes.pop(lease.generation, None)
         if wake is not None:
             wake.set()
 
@@ -747,7 +752,7 @@ class TokenSource:
         """A token to send (blocking): the lock-free fast path, else the acquisition flow in this thread."""
         token = self._core.fast_token(self.clock())  # lock-free: the token is immutable and read atomically
         if token is not None:
-            self.hooks.count("cache_hits")
+            self.hooks.hit()
             return token
         return self.run_sync(self.acquire(ticket or Ticket(), ThreadOwner()))
 
@@ -755,7 +760,7 @@ class TokenSource:
         """A token to send, without blocking the loop."""
         token = self._core.fast_token(self.clock())
         if token is not None:
-            self.hooks.count("cache_hits")
+            self.hooks.hit()
             return token
         return await self.run_async(self.acquire(ticket or Ticket(), LoopOwner()))
 

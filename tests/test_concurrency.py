@@ -162,3 +162,33 @@ def test_a_forked_child_starts_with_fresh_locks_and_no_in_flight_login() -> None
         parent.join(10)
         assert answer == b"ok" and status == 0
         assert server.stats.logins == 2
+
+
+def test_cache_hits_are_counted_exactly_across_threads_while_stats_are_read() -> None:
+    """The hot path counts its hits without a lock; no hit is lost or double-counted, however the reads interleave."""
+    mock = MockNacosServer(token_ttl=18000)
+    auth = NacosTokenAuth("http://nacos.test:8848", "nacos", "nacos", store=MemoryTokenStore(),
+                          transport=mock.transport())
+    auth.get_token()  # the login: not a hit
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(auth.stats.cache_hits)
+
+    def hits() -> None:
+        for _ in range(5_000):
+            auth.get_token()
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    workers = [threading.Thread(target=hits) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    watcher.join()
+    assert auth.stats.cache_hits == 40_000
+    assert seen == sorted(seen) and len(seen) > 1  # reads never went backwards

@@ -311,6 +311,67 @@ async def test_a_herds_gate_notices_a_dead_leader_within_a_slice() -> None:
     assert len(set(tokens)) == 1 and mock.stats.logins == 2
 
 
+async def test_one_waiter_with_a_short_wait_does_not_set_the_gates_pace() -> None:
+    """A request whose budget is nearly spent joins a herd waiting on a slow login. Its short wait is its own
+    deadline, not a check interval: the gate keeps checking once per slice, not once per millisecond."""
+    from nacos_token_client import LoginUnavailableError
+    from nacos_token_client.lifecycle import Ticket, TokenLifecycle
+
+    mock, auth = _slow_login_auth(2.0)
+    decisions = 0
+    original = TokenLifecycle.decide
+
+    def counting(self: TokenLifecycle, *args: Any) -> Any:
+        nonlocal decisions
+        decisions += 1
+        return original(self, *args)
+
+    TokenLifecycle.decide = counting  # type: ignore[method-assign,assignment]
+    try:
+        herd = asyncio.gather(*(auth.aget_token() for _ in range(200)))
+        await asyncio.sleep(0.2)
+        source = auth._require_source()
+        with pytest.raises(LoginUnavailableError):
+            await source.aget_token(Ticket(deadline=source.timer() + 0.001))
+        tokens = await herd
+    finally:
+        TokenLifecycle.decide = original  # type: ignore[method-assign]
+    assert len(set(tokens)) == 1 and mock.stats.logins == 1
+    assert decisions <= 2 * 200 + 20
+
+
+async def test_a_dead_leader_releases_the_whole_herd_even_when_the_checker_does_not_lead() -> None:
+    """The leader of a rejection's login dies without a word while 20 requests in the MANDATORY zone wait for it,
+    and a failed refresh's retry delay is running: the checker finds the flight void and sends its still-usable
+    token (it does not lead). Every other waiter is released with it, not one per slice."""
+    from nacos_token_client.lifecycle import Owner, Ticket
+
+    class Mortal(Owner):
+        def __init__(self) -> None:
+            self.living = True
+
+        def alive(self) -> bool:
+            return self.living
+
+    offset = [0.0]
+    mock, auth = _slow_login_auth(0.0, clock=lambda: time.time() + offset[0])
+    await auth.aget_token()
+    source = auth._require_source()
+    token = source.current()
+    assert token is not None
+    offset[0] = token.usable_until - time.time() - 20.0  # the MANDATORY zone, 20 s of use left
+    source._core._retry_at = source.clock() + 60  # as a failed background refresh leaves it
+    dead = Mortal()
+    source.state.decide(source.clock(), source.timer(), Ticket(min_generation=token.generation + 1), dead)
+    began = time.monotonic()
+    herd = asyncio.gather(*(auth.aget_token() for _ in range(20)))
+    await asyncio.sleep(0.1)
+    dead.living = False
+    tokens = await asyncio.wait_for(herd, 15)
+    assert time.monotonic() - began < 1.2  # one check (0.5 s) after the death, all of them
+    assert set(tokens) == {token.value} and mock.stats.logins == 1
+
+
 async def test_cancelling_some_waiters_leaves_the_others_and_the_login_alone() -> None:
     mock, auth = _slow_login_auth(0.4)
     tasks = [asyncio.create_task(auth.aget_token()) for _ in range(200)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -185,6 +186,25 @@ def _slow_login_auth(login_delay: float, **options: Any) -> tuple[MockNacosServe
     return mock, auth
 
 
+@contextlib.contextmanager
+def _counting_decisions() -> Iterator[list[int]]:
+    """Counts the core's decisions while the block runs (the count is ``[0]`` of what it yields)."""
+    from nacos_token_client.lifecycle import TokenLifecycle
+
+    count = [0]
+    original = TokenLifecycle.decide
+
+    def counting(self: TokenLifecycle, *args: Any) -> Any:
+        count[0] += 1
+        return original(self, *args)
+
+    TokenLifecycle.decide = counting  # type: ignore[method-assign,assignment]
+    try:
+        yield count
+    finally:
+        TokenLifecycle.decide = original  # type: ignore[method-assign]
+
+
 def test_a_herd_on_two_loops_gets_one_wake_up_per_loop() -> None:
     """The login is led from a thread; 2 x 500 tasks on two loops wait for it. Each loop is woken once (one
     call_soon_threadsafe), not once per task, and every task gets the token of the one login."""
@@ -262,24 +282,11 @@ async def test_a_herd_waiting_through_a_long_login_decides_twice_per_task_not_on
     """Waits are sliced (lease_check_interval, 0.5 s) so that a dead leader is noticed. A loop's gate checks for its
     whole herd by waking one task per slice; the rest sleep on. (It used to wake every task every slice: a 1.6 s
     login cost each of 500 tasks four decisions and wake-ups more.)"""
-    from nacos_token_client.lifecycle import TokenLifecycle
-
     mock, auth = _slow_login_auth(1.6)
-    decisions = 0
-    original = TokenLifecycle.decide
-
-    def counting(self: TokenLifecycle, *args: Any) -> Any:
-        nonlocal decisions
-        decisions += 1
-        return original(self, *args)
-
-    TokenLifecycle.decide = counting  # type: ignore[method-assign,assignment]
-    try:
+    with _counting_decisions() as decisions:
         tokens = await asyncio.gather(*(auth.aget_token() for _ in range(500)))
-    finally:
-        TokenLifecycle.decide = original  # type: ignore[method-assign]
     assert len(set(tokens)) == 1 and mock.stats.logins == 1
-    assert decisions <= 2 * 500 + 10  # each: wait, then use; plus one check per slice
+    assert decisions[0] <= 2 * 500 + 10  # each: wait, then use; plus one check per slice
 
 
 async def test_a_herds_gate_notices_a_dead_leader_within_a_slice() -> None:
@@ -315,29 +322,18 @@ async def test_one_waiter_with_a_short_wait_does_not_set_the_gates_pace() -> Non
     """A request whose budget is nearly spent joins a herd waiting on a slow login. Its short wait is its own
     deadline, not a check interval: the gate keeps checking once per slice, not once per millisecond."""
     from nacos_token_client import LoginUnavailableError
-    from nacos_token_client.lifecycle import Ticket, TokenLifecycle
+    from nacos_token_client.lifecycle import Ticket
 
     mock, auth = _slow_login_auth(2.0)
-    decisions = 0
-    original = TokenLifecycle.decide
-
-    def counting(self: TokenLifecycle, *args: Any) -> Any:
-        nonlocal decisions
-        decisions += 1
-        return original(self, *args)
-
-    TokenLifecycle.decide = counting  # type: ignore[method-assign,assignment]
-    try:
+    with _counting_decisions() as decisions:
         herd = asyncio.gather(*(auth.aget_token() for _ in range(200)))
         await asyncio.sleep(0.2)
         source = auth._require_source()
         with pytest.raises(LoginUnavailableError):
             await source.aget_token(Ticket(deadline=source.timer() + 0.001))
         tokens = await herd
-    finally:
-        TokenLifecycle.decide = original  # type: ignore[method-assign]
     assert len(set(tokens)) == 1 and mock.stats.logins == 1
-    assert decisions <= 2 * 200 + 20
+    assert decisions[0] <= 2 * 200 + 20
 
 
 async def test_a_dead_leader_releases_the_whole_herd_even_when_the_checker_does_not_lead() -> None:

@@ -129,9 +129,9 @@ class Wake:
 class _Gate:
     """The waiters of one loop on one :class:`Wake`, touched only from that loop's thread: one future each, one
     timer for all. The timer wakes the waiters whose patience ran out (their budget, the flight's deadline) and,
-    once every ``check_every``, one waiter to decide again for all: if the leader died, that waiter leads the next
-    login and the new flight's start wakes the rest; if not, it waits again. A herd costs one decision per check,
-    not one per task."""
+    once every ``check_every``, one waiter to decide again for all: if the leader died, that decision finds the
+    flight void and every waiter of it is woken (:meth:`SharedState.decide`); if not, it waits again. A herd costs
+    one decision per check, not one per task."""
 
     __slots__ = ("check_every", "due", "loop", "opened", "timer", "waiters")
 
